@@ -1,0 +1,33 @@
+"""Shared test setup: the package on sys.path, the Slurm cluster fixture, a study copy."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+
+from slurm_cluster.conftest_fixture import slurm_cluster  # noqa: E402, F401
+
+# What a study needs to run somewhere else: a copy, so tests never touch the
+# repository's own results/ and .snakemake/.
+_WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", "envs")
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in _WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A fresh copy of the workflow (no results) to run Snakemake in."""
+    return copy_workflow(tmp_path / "study")

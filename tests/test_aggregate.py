@@ -1,0 +1,243 @@
+"""Aggregation: read (checked), parse (pure), write. All numbers are synthetic."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import pytest
+import yaml
+from cudagraph_bench import aggregate as agg
+from cudagraph_bench.cells import Cell
+from cudagraph_bench.results import SCHEMA_PATH, ResultFileError
+from helpers_results import result, synthetic_study, write
+
+REPO = Path(__file__).resolve().parents[1]
+CELL = Cell("gpu_a", "graph_pool", "latency", "eager", 4)
+
+
+@pytest.fixture
+def study(tmp_path):
+    synthetic_study(tmp_path)
+    return tmp_path
+
+
+def test_one_row_per_cell_sorted_with_all_columns(study):
+    records, df = agg.aggregate(study)
+    assert len(df) == len(records) == len(agg.find_result_files(study))
+    assert list(df.columns[:8]) == agg.ID_COLUMNS + agg.STATE_COLUMNS
+    assert list(df.columns[-13:]) == agg.PROVENANCE_COLUMNS + agg.FILE_COLUMNS
+    for col in ("decode_step_ms_median", "serving_output_tok_per_s", "startup_s"):
+        assert df[col].dtype == "float64"
+    assert str(df["batch_size"].dtype) == "Int64"
+    keys = [agg.cell_key(r) for r in df.to_dict("records")]
+    assert keys == sorted(keys, key=lambda k: (*k[:4], -1 if k[4] is None else k[4]))
+    assert df["torch_version"].unique().tolist() == ["9.9.9"]
+    assert df["path"].str.startswith("results/raw/").all()
+    assert df["sha256"].str.len().eq(64).all()
+
+
+def test_failed_cells_have_no_numbers(study):
+    _, df = agg.aggregate(study)
+    failed = df[df["status"] != "ok"]
+    assert not failed.empty
+    assert failed[agg.metric_columns(df)].isna().all().all()
+    assert failed["reason"].notna().all()
+
+
+def test_request_rate_inf_is_parsed(study):
+    _, df = agg.aggregate(study)
+    rates = df.groupby("workload")["request_rate"].first()
+    assert rates["serving_inf"] == float("inf")
+    assert rates["serving_rr6"] == 6.0
+
+
+def test_corrupt_file_is_named(study):
+    bad = study / "results/raw/gpu_a/vllm/startup/eager/single.json"
+    bad.write_text('{"schema_version": 1, "cell": ')
+    with pytest.raises(ResultFileError, match=r"results/raw/gpu_a/vllm/startup/eager/single\.json"):
+        agg.aggregate(study)
+
+
+def test_schema_invalid_file_is_named(study):
+    bad = study / "results/raw/gpu_a/vllm/startup/cudagraph/single.json"
+    doc = json.loads(bad.read_text())
+    doc["metrics"]["startup_s"] = "sixty"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(ResultFileError, match=r"startup/cudagraph/single\.json.*metrics/startup_s"):
+        agg.aggregate(study)
+
+
+def test_file_at_the_wrong_path_is_named(study):
+    src = study / CELL.path
+    dst = study / Cell("gpu_a", "graph_pool", "latency", "eager", 8).path
+    dst.write_text(src.read_text())
+    with pytest.raises(ResultFileError, match=r"bs8\.json.*path names"):
+        agg.aggregate(study)
+
+
+def test_nan_metric_fails_loudly_naming_file(tmp_path):
+    path = write(tmp_path, CELL, "ok", {"decode_step_ms_median": 1.0})
+    path.write_text(path.read_text().replace('"decode_step_ms_median": 1.0', '"decode_step_ms_median": NaN'))
+    records = agg.read_results(tmp_path, [CELL.path])  # NaN is a JSON-schema "number"...
+    with pytest.raises(agg.AggregationError, match=r"bs4\.json.*decode_step_ms_median.*nan"):
+        agg.parse_results(records)  # ...but never a measurement
+
+
+@pytest.mark.parametrize(
+    "mutate, where",
+    [
+        (lambda r: r["metrics"].update(decode_step_ms_median="12ms"), "'12ms'"),
+        (lambda r: r["metrics"].update(decode_step_ms_median=True), "True"),
+        (lambda r: r.update(status="fine"), "'fine'"),
+        (lambda r: r["cell"].update(batch_size=0), "cell/batch_size"),
+        (lambda r: r.update(kind="training"), "'training'"),
+        (lambda r: r["provenance"].update(host=42), "provenance/host"),
+        (lambda r: r["spec"]["workload"].update(input_len="long"), "'long'"),
+        (lambda r: r["metrics"].update(path=1.0), "'path'"),
+    ],
+)
+def test_parse_names_file_and_repr_of_unexpected_value(mutate, where):
+    res = result(CELL, "ok", {"decode_step_ms_median": 1.0})
+    mutate(res)
+    with pytest.raises(agg.AggregationError) as e:
+        agg.parse_results([{"path": "results/raw/x.json", "result": res}])
+    assert "results/raw/x.json" in str(e.value) and where in str(e.value)
+
+
+def test_two_files_for_one_cell_are_refused():
+    rec = {"path": "a.json", "result": result(CELL, "ok", {"x_ms": 1.0})}
+    with pytest.raises(agg.AggregationError, match="b.json: holds the same cell as a.json"):
+        agg.parse_results([rec, dict(rec, path="b.json")])
+
+
+def test_parse_of_nothing_is_an_empty_table():
+    df = agg.parse_results([])
+    assert df.empty and list(df.columns[:6]) == agg.ID_COLUMNS
+
+
+def test_summary_csv_is_deterministic_and_round_trips(study, tmp_path):
+    _, df = agg.aggregate(study)
+    a = agg.write_summary(df, tmp_path / "a" / "summary.csv").read_bytes()
+    b = agg.write_summary(agg.aggregate(study)[1], tmp_path / "b" / "summary.csv").read_bytes()
+    assert a == b
+    back = pd.read_csv(tmp_path / "a" / "summary.csv")
+    assert len(back) == len(df)
+    assert back["decode_step_ms_median"].sum() == pytest.approx(df["decode_step_ms_median"].sum())
+
+
+# ---- the quick schema check must never accept what jsonschema rejects
+
+
+def _mutations(doc: dict):
+    yield doc
+    for key in list(doc):
+        d = copy.deepcopy(doc)
+        del d[key]
+        yield d
+    for path, value in [
+        (("status",), "unsupported"),  # not ok, but no reason and metrics present
+        (("reason",), "why"),  # ok with a reason
+        (("reason",), ""),
+        (("schema_version",), 2),
+        (("kind",), "training"),
+        (("cell", "batch_size"), 0),
+        (("cell", "batch_size"), "4"),
+        (("cell", "mode"), "fast"),
+        (("cell", "extra"), 1),
+        (("metrics", "x_ms"), "1"),
+        (("metrics", "x_ms"), None),
+        (("provenance", "gpu_count"), -1),
+        (("provenance", "git_dirty"), "no"),
+        (("provenance", "packages"), {"torch": 1}),
+        (("extra",), {}),
+        (("details",), []),
+    ]:
+        d = copy.deepcopy(doc)
+        target = d
+        for k in path[:-1]:
+            target = target[k]
+        target[path[-1]] = value
+        yield d
+    d = copy.deepcopy(doc)
+    del d["provenance"]["host"]
+    yield d
+
+
+def test_quick_check_never_accepts_what_the_schema_rejects():
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    full = jsonschema.Draft202012Validator(schema)
+    quick = agg._quick_check()
+    base = json.loads(json.dumps(result(CELL, "ok", {"x_ms": 1.0})))
+    n_invalid = 0
+    for doc in _mutations(base):
+        valid = full.is_valid(doc)
+        n_invalid += not valid
+        assert not (quick(doc) and not valid), doc
+        assert quick(doc) == valid, doc  # (stricter would only be slower; equal is what we expect)
+    assert n_invalid >= 15
+
+
+def test_fast_path_switches_off_for_keywords_it_does_not_know():
+    assert agg._fast_compatible({"type": "object", "properties": {"a": {"type": "string"}}})
+    assert not agg._fast_compatible({"properties": {"a": {"unevaluatedProperties": False}}})
+    assert not agg._fast_compatible({"allOf": [{"prefixItems": [{}]}]})
+    assert not agg._fast_compatible({"items": [{"type": "string"}]})
+
+
+# ---- capture details and studies
+
+
+def test_capture_details_cumulative_and_study(study):
+    records, _ = agg.aggregate(study)
+    cap = agg.parse_capture_details(records)
+    cum = cap[(cap["gpu"] == "gpu_a") & (cap["source"] == "cumulative")]
+    assert cum["n_sizes"].tolist() == list(range(1, 8))
+    assert cum["graph_memory_mb"].iloc[-1] == pytest.approx(70.0)
+    assert cum["capture_sizes"].iloc[0] == (64,)
+    study_rows = cap[(cap["gpu"] == "gpu_a") & (cap["source"] == "study")]
+    assert study_rows["capture_sizes"].tolist() == [(1,), (1, 4, 16)]
+
+
+def test_malformed_capture_detail_is_named(tmp_path):
+    cell = Cell("gpu_a", "graph_pool", "startup", "cudagraph")
+    write(tmp_path, cell, "ok", {"startup_s": 1.0}, details={"per_size": [{"size": 1, "capture_s": "slow"}]})
+    records = agg.read_results(tmp_path, [cell.path])
+    with pytest.raises(agg.AggregationError, match=r"startup/cudagraph/single\.json.*'slow'"):
+        agg.parse_capture_details(records)
+
+
+def test_capture_study_files_outside_raw(tmp_path):
+    f = tmp_path / "results" / "capture_study" / "gpu_a_capture_size_study.json"
+    f.parent.mkdir(parents=True)
+    entries = [{"capture_sizes": list(range(1, 257)), "capture_s_total": 9.0, "graph_memory_mb": 900.0}]
+    f.write_text(json.dumps({"gpu": "gpu_a", "backend": "graph_pool", "capture_size_study": entries}))
+    cap = agg.read_capture_studies(tmp_path)
+    assert cap["n_sizes"].tolist() == [256]
+    assert cap["path"].tolist() == ["results/capture_study/gpu_a_capture_size_study.json"]
+    f.write_text("{")
+    with pytest.raises(ResultFileError, match="gpu_a_capture_size_study.json"):
+        agg.read_capture_studies(tmp_path)
+
+
+def test_value_or_gap_labels():
+    assert agg.value_or_gap(None, "x") == "missing"
+    assert agg.value_or_gap({"status": "oom"}, "x") == "OOM"
+    assert agg.value_or_gap({"status": "ok", "x": float("nan")}, "x") == "n/a"
+    assert agg.value_or_gap({"status": "ok", "x": 2.0}, "x") == 2.0
+
+
+def test_benchmark_script_runs(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "aggregate_bench.py"), "--files", "300"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "aggregated 300 result files in" in out.stdout

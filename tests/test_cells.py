@@ -1,0 +1,74 @@
+"""Matrix expansion and the cell <-> path round trip."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cudagraph_bench import cells
+from cudagraph_bench.cells import Cell, cell_from_path, iter_cells
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((REPO / "config/config.yaml").read_text())
+
+
+def test_default_study_cell_count(config):
+    # graph_pool: (latency 4 bs + latency_long 1 + startup 1) x 2 modes = 12 per GPU
+    # vllm:       (4 + 1 + 1 + serving 2) x 3 modes             = 24 per GPU
+    assert len(list(iter_cells(config))) == 4 * (12 + 24)
+
+
+def test_backends_only_get_what_they_can_do(config):
+    all_cells = list(iter_cells(config))
+    assert not [c for c in all_cells if c.backend == "graph_pool" and c.mode == "compile_nograph"]
+    assert not [c for c in all_cells if c.backend == "graph_pool" and c.workload.startswith("serving")]
+    assert {c.batch_size for c in all_cells if c.workload == "latency"} == {1, 4, 16, 64}
+    assert {c.batch_size for c in all_cells if c.workload == "latency_long"} == {1}
+    assert {c.batch_size for c in all_cells if c.workload in ("startup", "serving_inf")} == {None}
+
+
+def test_cells_are_unique_and_ordered(config):
+    all_cells = list(iter_cells(config))
+    assert len(set(all_cells)) == len(all_cells)
+    assert all_cells == list(iter_cells(config))
+
+
+def test_path_round_trip(config):
+    for cell in iter_cells(config):
+        assert cell_from_path(cell.path) == cell
+
+
+def test_path_names_the_cell():
+    c = Cell("h200", "vllm", "latency", "eager", 16)
+    assert c.path == "results/raw/h200/vllm/latency/eager/bs16.json"
+    assert Cell("l40s", "graph_pool", "startup", "cudagraph").path.endswith("/startup/cudagraph/single.json")
+
+
+@pytest.mark.parametrize(
+    "bad", ["results/raw/h200/vllm/latency/eager/bs0.json", "results/raw/h200/vllm/latency/bs1.json", "x.json"]
+)
+def test_bad_paths_are_refused(bad):
+    with pytest.raises(ValueError, match="not a result path"):
+        cell_from_path(bad)
+
+
+def test_job_spec_carries_what_the_job_needs(config):
+    cell = Cell("h100", "vllm", "serving_inf", "cudagraph")
+    spec = cells.job_spec(config, cell)
+    assert spec["kind"] == "serving"
+    assert spec["workload"]["request_rate"] == float("inf")
+    assert spec["model"]["name"] == "llama-3.1-8b"
+    assert spec["device_match"] == "H100"
+    assert spec["config_hash"] == cells.config_hash(config)
+
+
+def test_slurm_resources_follow_the_gpu_type(config):
+    res = cells.slurm_resources(config, "h200")
+    assert res["slurm_partition"] == "gpu-h200"
+    assert res["gres"] == "gpu:H200:1"
+    assert res["qos"] == "inferno"
+    assert res["runtime"] == 60 and res["mem_mb"] == 64000

@@ -1,0 +1,94 @@
+"""The submitit executor plugin's pure parts: resources -> submitit parameters, the job argv, the registry."""
+
+import pytest
+from snakemake_interface_common.exceptions import WorkflowError
+
+from snakemake_executor_plugin_submitit import submission
+from snakemake_executor_plugin_submitit.job import SnakemakeJob, job_argv
+from snakemake_executor_plugin_submitit.registry import JobRegistry
+
+RES = {
+    "slurm_partition": "gpu-h200",
+    "gres": "gpu:H200:1",
+    "slurm_account": "gts-pi",
+    "qos": "inferno",
+    "constraint": "",
+    "runtime": 90,
+    "cpus_per_task": 8,
+    "mem_mb": 64000,
+    "slurm_extra": '{"exclusive": true}',
+    "_cores": 1,
+    "tmpdir": "/tmp",
+}
+
+
+def test_slurm_parameters_map_every_setting():
+    p = submission.parameters(RES, "slurm", "cgb.cell.x")
+    assert p == {
+        "name": "cgb.cell.x",
+        "timeout_min": 90,
+        "slurm_partition": "gpu-h200",
+        "slurm_gres": "gpu:H200:1",
+        "slurm_account": "gts-pi",
+        "slurm_qos": "inferno",
+        "cpus_per_task": 8,
+        "mem_gb": 64,
+        "slurm_additional_parameters": {"exclusive": True},
+    }
+
+
+def test_local_parameters_keep_only_the_time_limit():
+    assert submission.parameters(RES, "local", "n") == {"name": "n", "timeout_min": 90}
+
+
+def test_unknown_resource_is_refused_with_the_valid_ones():
+    with pytest.raises(WorkflowError, match=r"unknown resource\(s\) \['partition'\].*slurm_partition"):
+        submission.parameters({**RES, "partition": "x"}, "slurm", "n")
+
+
+def test_parameters_are_accepted_by_submitit(tmp_path):
+    ex = submission.make_executor("local", tmp_path)
+    ex.update_parameters(**submission.parameters(RES, "slurm", "n"))  # slurm_* ignored by the local cluster
+
+
+def test_unknown_launcher_is_refused(tmp_path):
+    with pytest.raises(WorkflowError, match="launcher 'pbs'"):
+        submission.make_executor("pbs", tmp_path)
+
+
+def test_job_name_is_one_safe_word():
+    name = submission.job_name("cell", {"gpu": "h200", "backend": "vllm", "point": "bs 1"})
+    assert name == "cgb.cell.h200.vllm.bs_1"
+
+
+def test_job_argv_runs_without_a_shell_unless_snakemake_chains_commands():
+    assert job_argv("/venv/bin/python -m snakemake --target-jobs 'cell:gpu=h200,point=bs1'") == [
+        "/venv/bin/python",
+        "-m",
+        "snakemake",
+        "--target-jobs",
+        "cell:gpu=h200,point=bs1",
+    ]
+    assert job_argv("cd /x && python -m snakemake")[:2] == ["bash", "-c"]
+
+
+def test_job_raises_when_snakemake_fails(tmp_path):
+    assert SnakemakeJob()(["true"], str(tmp_path)) == 0
+    with pytest.raises(RuntimeError, match="exited with status 3"):
+        SnakemakeJob()(["bash", "-c", "exit 3"], str(tmp_path))
+
+
+def test_registry_survives_a_restart(tmp_path):
+    reg = JobRegistry(tmp_path / "jobs.json")
+    reg.record("results/raw/a.json", "123", "slurm", "/f")
+    again = JobRegistry(tmp_path / "jobs.json")
+    assert again.get("results/raw/a.json") == {"job_id": "123", "launcher": "slurm", "folder": "/f"}
+    again.forget("results/raw/a.json")
+    assert JobRegistry(tmp_path / "jobs.json").get("results/raw/a.json") is None
+
+
+def test_damaged_registry_is_kept_aside(tmp_path):
+    (tmp_path / "jobs.json").write_text("{not json")
+    reg = JobRegistry(tmp_path / "jobs.json")
+    assert reg.get("x") is None
+    assert (tmp_path / "jobs.damaged.json").read_text() == "{not json"

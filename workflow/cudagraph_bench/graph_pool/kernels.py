@@ -1,0 +1,552 @@
+"""Triton kernels for the decode step: five launches per transformer block.
+
+    linear(norm)            qkv = rmsnorm(h) @ Wqkv^T         RMSNorm fused into the matmul
+    decode_attention        rope(q, k); cache[row, pos] = k, v; o = softmax(q K^T) V over 0..pos
+    linear(residual)        h += o @ Wo^T                     residual add fused, in place
+    linear(norm, silu_mul)  a = silu(x @ Wg^T) * (x @ Wu^T)   gate and up in one pass
+    linear(residual)        h += a @ Wd^T
+
+Decode is a stream of weight bytes: at batch 1..64 every matmul is memory-bound,
+so the kernels are shaped to keep many weight tiles in flight (small BLOCK_N,
+deep software pipelining) rather than to maximise arithmetic. Each kernel reads
+only device tensors (positions, cache rows, lengths) for anything that changes
+between steps, so one captured graph replays correctly for every step.
+
+RMSNorm fusion uses rms(x) being a per-row scalar: (x * rstd * g) @ W^T equals
+rstd * ((x * g) @ W^T), so the sum of squares accumulates in the same loop that
+streams x and the scale is applied in the epilogue; no extra pass and no extra
+kernel.
+
+Programmatic dependent launch (`pdl=True`, Hopper and later): each kernel lets the
+next one launch early and waits (`gdc_wait`) before touching anything the previous
+kernel writes. Nothing before the wait writes memory or reads activations; with
+`prefetch=True` a kernel asks for the head of its weight slice into L2 while it
+waits, hiding the ramp-up of each small matmul behind the tail of the last.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import triton
+import triton.language as tl
+
+try:  # Hopper grid-dependency control; absent from old Triton builds
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - depends on the Triton build
+    gdc_launch_dependents = gdc_wait = None
+
+EPI_NONE, EPI_RESIDUAL, EPI_SILU_MUL = 0, 1, 2
+
+
+@dataclass
+class KernelOptions:
+    """Launch choices shared by every kernel of one model (all static per process).
+
+    pdl: programmatic dependent launch (sm90+); pdl_late: let the next kernel launch only once
+    this one's main loop is done (default: at its start). prefetch_mb: with pdl, each matmul asks
+    for the first ~prefetch_mb MB of its weights (spread over all rows) into L2 before it
+    waits on the previous kernel. gemv_m1: a CUDA-core GEMV for M == 1 instead of the
+    tensor-core kernel. attn_splits: sequence splits of decode attention (None: by batch).
+    linear_configs: (bucket, N, K) -> (BLOCK_N, BLOCK_K, num_warps, num_stages),
+    where bucket is the BLOCK_M used (1 for the GEMV; None there: use the tensor-core
+    kernel at M == 1 for this shape); overrides the heuristic.
+    """
+
+    pdl: bool = False
+    pdl_late: bool = False
+    prefetch_mb: float = 0.0
+    gemv_m1: bool = False
+    attn_block_s: int = 64
+    attn_splits: int | None = None
+    linear_configs: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "pdl": self.pdl,
+            "pdl_late": self.pdl_late,
+            "prefetch_mb": self.prefetch_mb,
+            "gemv_m1": self.gemv_m1,
+            "attn_block_s": self.attn_block_s,
+            "attn_splits": self.attn_splits,
+            "linear_configs": {str(k): v for k, v in self.linear_configs.items()},
+        }
+
+
+def pdl_supported(device: torch.device | None = None) -> bool:
+    """True where programmatic dependent launch can be used (CUDA sm90+, Triton has GDC)."""
+    if gdc_wait is None or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+# Tile configs measured fastest on an H100 80GB HBM3 (132 SMs) by benchmarks/graph_pool_bench.py's tune
+# stage for the Llama-3.1-8B shapes; (BLOCK_M bucket, N, K) -> (BLOCK_N, BLOCK_K, num_warps, num_stages),
+# None: at M == 1 the tensor-core kernel beat the GEMV. Other shapes and GPUs use the heuristic.
+_SM90_132_CONFIGS: dict = {
+    (1, 6144, 4096): (4, 1024, 4, 1),
+    (1, 4096, 4096): (4, 1024, 4, 1),
+    (1, 14336, 4096): (16, 512, 4, 1),
+    (1, 4096, 14336): None,
+    (1, 128256, 4096): (8, 1024, 4, 1),
+    (16, 6144, 4096): (64, 128, 4, 4),
+    (16, 4096, 4096): (32, 256, 4, 4),
+    (16, 14336, 4096): (64, 128, 4, 4),
+    (16, 4096, 14336): (32, 256, 4, 4),
+    (16, 128256, 4096): (64, 128, 4, 4),
+}
+
+
+def default_kernel_options(device: torch.device | str | None = None) -> KernelOptions:
+    """The launch options measured fastest on an H100 (benchmarks/graph_pool_bench.py, variants stage):
+    the GEMV at M == 1, and on sm90+ programmatic dependent launch with the trigger after the main loop
+    plus an 8 MB L2 prefetch. Tile configs from _SM90_132_CONFIGS where the GPU matches."""
+    pdl = pdl_supported(device)
+    opts = KernelOptions(gemv_m1=True, pdl=pdl, pdl_late=True, prefetch_mb=8.0 if pdl else 0.0)
+    if torch.cuda.is_available():
+        dev = torch.device(device) if device is not None else torch.device("cuda")
+        props = torch.cuda.get_device_properties(dev)
+        if (props.major, props.minor) == (9, 0) and props.multi_processor_count == 132:
+            opts.linear_configs = dict(_SM90_132_CONFIGS)
+    return opts
+
+
+@triton.jit
+def _prefetch_rows(W, pid_n, N, K, GATE_UP: tl.constexpr, BLOCK_N: tl.constexpr, LINES: tl.constexpr):
+    """Ask for the first LINES 128-byte lines of this program's BLOCK_N weight rows into L2.
+
+    Touches no activation and writes nothing, so it may run before gdc_wait()."""
+    rows = tl.minimum(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), N - 1)
+    cols = tl.arange(0, LINES) * (1024 // W.dtype.element_ty.primitive_bitwidth)  # one element per line
+    ptrs = W + rows.to(tl.int64)[:, None] * K + cols[None, :]
+    # the dummy result keeps the asm alive
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)  # fmt: skip
+    if GATE_UP:
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs + N * K],
+                                  dtype=tl.int32, is_pure=False, pack=1)  # fmt: skip
+
+
+@triton.jit
+def _linear_kernel(
+    X, W, Y, RES,
+    M, N, K,
+    stride_xm, stride_ym, stride_rm,
+    eps, one,
+    HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, EVEN_K: tl.constexpr,
+    USE_PDL: tl.constexpr, PDL_LATE: tl.constexpr, PREFETCH_LINES: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """Y[M, N] = epilogue(rms(X) * (X[M, K] @ W[N, K]^T)) on tensor cores (M padded to BLOCK_M >= 16).
+
+    HAS_NORM: RMSNorm of X with its weight folded into W (model.fold_norm_weights), so the
+    loop only adds up x^2 next to the dot and the epilogue scales rows by 1/rms.
+    EPILOGUE 1: Y = RES + acc (RES may alias Y). EPILOGUE 2: W is [2N, K] (gate rows
+    then up rows) and Y = silu(gate) * up.
+    """
+    # m varies fastest so programs that share a weight tile run together (L2 reuse for M > BLOCK_M).
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    m_mask = rm < M
+    n_mask = rn < N
+    w_ptrs = W + rn.to(tl.int64)[None, :] * K + rk[:, None]  # [BLOCK_K, BLOCK_N]: a W^T tile
+    if USE_PDL:
+        if PREFETCH_LINES > 0:
+            if pid_m == 0:
+                _prefetch_rows(W, pid_n, N, K, EPILOGUE == 2, BLOCK_N, PREFETCH_LINES)
+        if not PDL_LATE:
+            gdc_launch_dependents()
+        gdc_wait()
+    x_ptrs = X + rm[:, None] * stride_xm + rk[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    ss = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        if EVEN_K:
+            x = tl.load(x_ptrs, mask=m_mask[:, None], other=0.0)
+            w = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
+        else:
+            k_mask = (k + rk) < K
+            x = tl.load(x_ptrs, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+            w = tl.load(w_ptrs, mask=n_mask[None, :] & k_mask[:, None], other=0.0)
+        if HAS_NORM:
+            xf = x.to(tl.float32)
+            ss += tl.sum(xf * xf, axis=1)
+            if BLOCK_M >= 64:
+                # Triton 3.6 pipelines an x tile read both here and by an async wgmma (BLOCK_M >= 64)
+                # with one buffer too few: the next copy overwrote it mid-read (eager and graph then
+                # differed in the last bits). Feeding the dot from registers avoids that; `one` is a
+                # run-time 1.0 so the round trip cannot be folded away.
+                x = (xf * one).to(x.dtype)
+        acc = tl.dot(x, w, acc)
+        if EPILOGUE == 2:
+            if EVEN_K:
+                wu = tl.load(w_ptrs + N * K, mask=n_mask[None, :], other=0.0)
+            else:
+                wu = tl.load(w_ptrs + N * K, mask=n_mask[None, :] & k_mask[:, None], other=0.0)
+            acc_up = tl.dot(x, wu, acc_up)
+        x_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    if USE_PDL:
+        if PDL_LATE:
+            gdc_launch_dependents()
+    if HAS_NORM:
+        rstd = 1.0 / tl.sqrt(ss / K + eps)
+        acc = acc * rstd[:, None]
+        acc_up = acc_up * rstd[:, None]
+    out_mask = m_mask[:, None] & n_mask[None, :]
+    if EPILOGUE == 1:
+        r = tl.load(RES + rm[:, None] * stride_rm + rn[None, :], mask=out_mask, other=0.0)
+        acc = acc.to(Y.dtype.element_ty).to(tl.float32) + r.to(tl.float32)
+    if EPILOGUE == 2:
+        # silu on the rounded gate, as the unfused reference does it
+        gate = acc.to(Y.dtype.element_ty).to(tl.float32)
+        up = acc_up.to(Y.dtype.element_ty).to(tl.float32)
+        acc = (gate / (1.0 + tl.exp(-gate))).to(Y.dtype.element_ty).to(tl.float32) * up
+    tl.store(Y + rm[:, None] * stride_ym + rn[None, :], acc.to(Y.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _gemv_kernel(
+    X, W, Y, RES,
+    N, K,
+    eps,
+    HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, EVEN_K: tl.constexpr,
+    USE_PDL: tl.constexpr, PDL_LATE: tl.constexpr, PREFETCH_LINES: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """The M == 1 case on CUDA cores: 16-byte loads along K, one reduction at the end."""
+    pid_n = tl.program_id(0)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    n_mask = rn < N
+    w_ptrs = W + rn.to(tl.int64)[:, None] * K + rk[None, :]  # [BLOCK_N, BLOCK_K]
+    if USE_PDL:
+        if PREFETCH_LINES > 0:
+            _prefetch_rows(W, pid_n, N, K, EPILOGUE == 2, BLOCK_N, PREFETCH_LINES)
+        if not PDL_LATE:
+            gdc_launch_dependents()
+        gdc_wait()
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    acc_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    ss = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        if EVEN_K:
+            x = tl.load(X + k + rk).to(tl.float32)
+            w = tl.load(w_ptrs, mask=n_mask[:, None], other=0.0)
+        else:
+            k_mask = (k + rk) < K
+            x = tl.load(X + k + rk, mask=k_mask, other=0.0).to(tl.float32)
+            w = tl.load(w_ptrs, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
+        if HAS_NORM:
+            ss += x * x
+        acc += w.to(tl.float32) * x[None, :]
+        if EPILOGUE == 2:
+            if EVEN_K:
+                wu = tl.load(w_ptrs + N * K, mask=n_mask[:, None], other=0.0)
+            else:
+                wu = tl.load(w_ptrs + N * K, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
+            acc_up += wu.to(tl.float32) * x[None, :]
+        w_ptrs += BLOCK_K
+    if USE_PDL:
+        if PDL_LATE:
+            gdc_launch_dependents()
+    y = tl.sum(acc, axis=1)
+    y_up = tl.sum(acc_up, axis=1)
+    if HAS_NORM:
+        rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)
+        y = y * rstd
+        y_up = y_up * rstd
+    if EPILOGUE == 1:
+        r = tl.load(RES + rn, mask=n_mask, other=0.0)
+        y = y.to(Y.dtype.element_ty).to(tl.float32) + r.to(tl.float32)
+    if EPILOGUE == 2:
+        gate = y.to(Y.dtype.element_ty).to(tl.float32)
+        up = y_up.to(Y.dtype.element_ty).to(tl.float32)
+        y = (gate / (1.0 + tl.exp(-gate))).to(Y.dtype.element_ty).to(tl.float32) * up
+    tl.store(Y + rn, y.to(Y.dtype.element_ty), mask=n_mask)
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 132
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
+def _block_k(K: int, want: int) -> int:
+    bk = want
+    while bk > 16 and K % bk:
+        bk //= 2
+    return bk
+
+
+def linear_config(M: int, N: int, K: int, opts: KernelOptions, n_sms: int = 132) -> tuple[int, int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for one matmul; BLOCK_M 1 means the GEMV kernel."""
+    bm = 1 if (M == 1 and opts.gemv_m1) else min(64, max(16, triton.next_power_of_2(M)))
+    if bm == 1 and (1, N, K) in opts.linear_configs and opts.linear_configs[(1, N, K)] is None:
+        bm = 16  # measured: the tensor-core kernel is faster for this shape even at M == 1
+    tuned = opts.linear_configs.get((bm, N, K))
+    if tuned is not None:
+        bn, bk, warps, stages = tuned
+        return bm, bn, bk, warps, stages
+    if bm == 1:
+        # >= ~2 programs per SM, each streaming BLOCK_N full rows
+        bn = 16 if N >= 16 * n_sms else 8
+        return 1, bn, _block_k(K, 512), 4, 1
+    m_blocks = triton.cdiv(M, bm)
+    bn = 64
+    while bn > 16 and m_blocks * triton.cdiv(N, bn) < 2 * n_sms:
+        bn //= 2
+    bk = _block_k(K, 256 if bm <= 16 else 128)
+    return bm, bn, bk, 4, 4
+
+
+def prefetch_lines(rows: int, K: int, elem_bytes: int, opts: KernelOptions) -> int:
+    """128-byte lines per weight row to prefetch so that all rows together take ~prefetch_mb MB."""
+    if not opts.pdl or opts.prefetch_mb <= 0:
+        return 0
+    want = int(opts.prefetch_mb * 2**20 / (rows * 128))
+    cap = min(64, K * elem_bytes // 128)
+    lines = 1
+    while lines * 2 <= min(want, cap):
+        lines *= 2
+    return lines if want >= 1 else 0
+
+
+def linear(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    opts: KernelOptions,
+    *,
+    rms_norm: bool = False,
+    eps: float = 1e-5,
+    residual: torch.Tensor | None = None,
+    silu_mul: bool = False,
+    out: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """epilogue(x / rms(x) @ w.T) for x [M, K] (unit column stride), w [N', K] contiguous.
+
+    rms_norm: normalise the rows of x first; the norm's weight must already be folded into w.
+    residual: [M, N] added after the matmul (may be `out`, for an in-place update).
+    silu_mul: w holds gate rows then up rows ([2N, K]); returns silu(gate) * up [M, N].
+    """
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    M, K = x.shape
+    N = w.shape[0] // 2 if silu_mul else w.shape[0]
+    if out is None:
+        out = torch.empty((M, N), device=x.device, dtype=out_dtype or x.dtype)
+    epilogue = EPI_SILU_MUL if silu_mul else (EPI_RESIDUAL if residual is not None else EPI_NONE)
+    r = residual if residual is not None else out  # dummy pointer when unused
+    bm, bn, bk, warps, stages = linear_config(M, N, K, opts, _num_sms(x.device))
+    flags = dict(HAS_NORM=rms_norm, EPILOGUE=epilogue, EVEN_K=K % bk == 0, USE_PDL=opts.pdl,
+                 PDL_LATE=opts.pdl_late, PREFETCH_LINES=prefetch_lines(w.shape[0], K, w.element_size(), opts))  # fmt: skip
+    extra = {"launch_pdl": True} if opts.pdl else {}
+    if bm == 1:
+        _gemv_kernel[(triton.cdiv(N, bn),)](
+            x, w, out, r, N, K, eps, **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages, **extra
+        )
+    else:
+        _linear_kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn))](
+            x, w, out, r, M, N, K, x.stride(0), out.stride(0), r.stride(0), eps, 1.0,
+            **flags, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages, **extra,
+        )  # fmt: skip
+    return out
+
+
+@triton.jit
+def _decode_attention_kernel(
+    QKV, POS, ROWS, COS, SIN, KC, VC, OUT, MID_O, MID_LSE,
+    stride_qkv, stride_o, stride_kc_r, stride_kc_s,
+    split_len, qk_scale,
+    H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, GROUP: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    USE_PDL: tl.constexpr,
+):  # fmt: skip
+    """One (sequence, kv head, split): RoPE on q and the new k, the new k/v written into
+    the cache at (row, pos), then online softmax over cached positions [0, pos) of this
+    split plus the new token itself (kept in registers, so no read-after-write on the cache).
+
+    Positions beyond a sequence's length are never loaded: the loop bound comes from POS,
+    so the cost follows the real context length while the launch shape stays static.
+    """
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    split = tl.program_id(2)
+    HALF: tl.constexpr = D // 2
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+    pos = tl.load(POS + b).to(tl.int32)
+    row = tl.load(ROWS + b).to(tl.int64)
+    g = tl.arange(0, BLOCK_G)
+    g_mask = g < GROUP
+    d = tl.arange(0, HALF)
+    dd = tl.arange(0, D)
+    cos = tl.load(COS + pos * HALF + d)  # [HALF] fp32
+    sin = tl.load(SIN + pos * HALF + d)
+    dt = KC.dtype.element_ty
+
+    # q for the GROUP query heads that share this kv head, rotated: [BLOCK_G, HALF] x 2
+    q_ptr = QKV + b * stride_qkv + (kvh * GROUP + g)[:, None] * D
+    q1 = tl.load(q_ptr + d[None, :], mask=g_mask[:, None], other=0.0).to(tl.float32)
+    q2 = tl.load(q_ptr + HALF + d[None, :], mask=g_mask[:, None], other=0.0).to(tl.float32)
+    q1r = (q1 * cos[None, :] - q2 * sin[None, :]).to(dt)
+    q2r = (q2 * cos[None, :] + q1 * sin[None, :]).to(dt)
+
+    # the new token's k (rotated) and v
+    k_ptr = QKV + b * stride_qkv + (H + kvh) * D
+    v_ptr = QKV + b * stride_qkv + (H + HKV + kvh) * D
+    k1 = tl.load(k_ptr + d).to(tl.float32)
+    k2 = tl.load(k_ptr + HALF + d).to(tl.float32)
+    k1r = (k1 * cos - k2 * sin).to(dt)
+    k2r = (k2 * cos + k1 * sin).to(dt)
+    v_new = tl.load(v_ptr + dd)
+
+    cache_base = row * stride_kc_r + kvh * D
+    first = split == 0
+    if first:  # exactly one program per (sequence, kv head) writes the cache slot
+        slot = cache_base + pos.to(tl.int64) * stride_kc_s
+        tl.store(KC + slot + d, k1r)
+        tl.store(KC + slot + HALF + d, k2r)
+        tl.store(VC + slot + dd, v_new)
+
+    s_cur = tl.sum(q1r.to(tl.float32) * k1r.to(tl.float32)[None, :], axis=1)
+    s_cur += tl.sum(q2r.to(tl.float32) * k2r.to(tl.float32)[None, :], axis=1)
+    s_cur = s_cur * qk_scale  # log2 domain
+    m_i = tl.where(first, s_cur, float("-inf"))
+    l_i = tl.where(first, 1.0, 0.0) + tl.zeros((BLOCK_G,), dtype=tl.float32)
+    acc = tl.where(first, 1.0, 0.0) * v_new.to(tl.float32)[None, :] + tl.zeros((BLOCK_G, D), dtype=tl.float32)
+
+    start = split * split_len
+    end = tl.minimum(start + split_len, pos)
+    s_off = tl.arange(0, BLOCK_S)
+    for s0 in range(start, end, BLOCK_S):
+        offs = s0 + s_off
+        s_mask = offs < end
+        kv_ptr = cache_base + offs.to(tl.int64)[:, None] * stride_kc_s
+        kc1 = tl.load(KC + kv_ptr + d[None, :], mask=s_mask[:, None], other=0.0)  # [BLOCK_S, HALF]
+        kc2 = tl.load(KC + kv_ptr + HALF + d[None, :], mask=s_mask[:, None], other=0.0)
+        qk = tl.dot(q1r, tl.trans(kc1)) + tl.dot(q2r, tl.trans(kc2))  # [BLOCK_G, BLOCK_S]
+        qk = tl.where(s_mask[None, :], qk * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        vc = tl.load(VC + kv_ptr + dd[None, :], mask=s_mask[:, None], other=0.0)  # [BLOCK_S, D]
+        acc = acc * alpha[:, None] + tl.dot(p.to(dt), vc)
+        m_i = m_new
+
+    h = kvh * GROUP + g
+    if NUM_SPLITS == 1:
+        o = acc / l_i[:, None]
+        tl.store(OUT + b * stride_o + h[:, None] * D + dd[None, :], o.to(OUT.dtype.element_ty), mask=g_mask[:, None])
+    else:
+        # empty splits (start >= pos, not first) leave l_i = 0: store 0 and lse = -inf
+        safe_l = tl.where(l_i > 0, l_i, 1.0)
+        mid = (b * H + h) * NUM_SPLITS + split
+        tl.store(MID_O + mid[:, None] * D + dd[None, :], acc / safe_l[:, None], mask=g_mask[:, None])
+        tl.store(MID_LSE + mid, m_i + tl.log2(l_i), mask=g_mask)
+
+
+@triton.jit
+def _combine_kernel(MID_O, MID_LSE, OUT, stride_o, H: tl.constexpr, D: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                    USE_PDL: tl.constexpr):  # fmt: skip
+    """Merge the per-split partial softmax results of one (sequence, head)."""
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+    sp = tl.arange(0, NUM_SPLITS)
+    dd = tl.arange(0, D)
+    base = (b * H + h) * NUM_SPLITS
+    lse = tl.load(MID_LSE + base + sp)  # [NUM_SPLITS]
+    mo = tl.load(MID_O + (base + sp)[:, None] * D + dd[None, :])
+    m = tl.max(lse, axis=0)
+    w = tl.exp2(lse - m)
+    o = tl.sum(mo * w[:, None], axis=0) / tl.sum(w, axis=0)
+    tl.store(OUT + b * stride_o + h * D + dd, o.to(OUT.dtype.element_ty))
+
+
+def attention_splits(
+    max_seq_len: int, batch: int, n_kv_heads: int, block_s: int = 64, n_sms: int = 132
+) -> tuple[int, int]:
+    """(num_splits, positions per split): split the sequence (flash-decoding) when batch x kv heads
+    leaves SMs idle, at most 16 splits and at least one block of positions per split.
+
+    Depends only on shapes, so a graph captured once serves any length; splits past a
+    sequence's real length exit after writing an empty partial result.
+    """
+    num_splits = 1
+    while (
+        num_splits < 16 and batch * n_kv_heads * num_splits * 2 <= n_sms and (num_splits * 2) * block_s <= max_seq_len
+    ):
+        num_splits *= 2
+    split_len = triton.cdiv(triton.cdiv(max_seq_len, num_splits), block_s) * block_s
+    return num_splits, split_len
+
+
+def decode_attention(
+    qkv: torch.Tensor,
+    input_pos: torch.Tensor,
+    rows: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    n_heads: int,
+    n_kv_heads: int,
+    opts: KernelOptions,
+    num_splits: int | None = None,
+) -> torch.Tensor:
+    """qkv [B, (H + 2 Hkv) D]; input_pos [B] (position of the new token); rows [B] (cache row);
+    cos/sin [S, D/2] fp32; k_cache/v_cache [R, S, Hkv, D]. Writes the new k/v into the cache
+    and returns the attention output [B, H D]."""
+    B = qkv.shape[0]
+    D = k_cache.shape[-1]
+    # the kernel reads POS[b] and ROWS[b]: make them dense (a no-op for the usual contiguous inputs,
+    # but pos[:, t] of an expanded [B, T] tensor has stride 0)
+    input_pos, rows = input_pos.contiguous(), rows.contiguous()
+    S = k_cache.shape[1]
+    group = n_heads // n_kv_heads
+    block_s = opts.attn_block_s
+    num_splits = num_splits or opts.attn_splits
+    if num_splits is None:
+        num_splits, split_len = attention_splits(S, B, n_kv_heads, block_s, _num_sms(qkv.device))
+    else:
+        split_len = triton.cdiv(triton.cdiv(S, num_splits), block_s) * block_s
+    out = torch.empty((B, n_heads * D), device=qkv.device, dtype=qkv.dtype)
+    if num_splits > 1:
+        mid_o = torch.empty((B * n_heads * num_splits, D), device=qkv.device, dtype=torch.float32)
+        mid_lse = torch.empty((B * n_heads * num_splits,), device=qkv.device, dtype=torch.float32)
+    else:
+        mid_o = mid_lse = out  # unused
+    extra = {"launch_pdl": True} if opts.pdl else {}
+    qk_scale = (1.0 / math.sqrt(D)) * 1.4426950408889634  # softmax in base 2
+    _decode_attention_kernel[(B, n_kv_heads, num_splits)](
+        qkv, input_pos, rows, cos, sin, k_cache, v_cache, out, mid_o, mid_lse,
+        qkv.stride(0), out.stride(0), k_cache.stride(0), k_cache.stride(1),
+        split_len, qk_scale,
+        H=n_heads, HKV=n_kv_heads, D=D, GROUP=group,
+        BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_S=block_s, NUM_SPLITS=num_splits,
+        USE_PDL=opts.pdl, num_warps=4, num_stages=2, **extra,
+    )  # fmt: skip
+    if num_splits > 1:
+        _combine_kernel[(B, n_heads)](
+            mid_o, mid_lse, out, out.stride(0), H=n_heads, D=D, NUM_SPLITS=num_splits, USE_PDL=opts.pdl,
+            num_warps=4, **extra,
+        )  # fmt: skip
+    return out

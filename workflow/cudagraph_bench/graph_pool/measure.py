@@ -1,0 +1,517 @@
+"""Measure one cell of the graph-pool backend: decode latency, start-up, and the mechanism.
+
+measure() is the entry point the runner calls. The helpers below it are public so the
+benchmark script can reuse one model across many measurements:
+
+- decode_step_times: per-step CUDA-event latency; each step starts on an idle GPU (the host
+  synchronises first, as a server must to read sampled tokens), so launch overhead shows.
+- e2e_latencies: prefill (eager) + output_len - 1 decode steps, like vLLM's benchmark_latency.
+- count_kernels, cpu_enqueue_ms, graph_gpu_ms: kernels per step, CPU time to enqueue one
+  step while the GPU is busy, GPU time per step with back-to-back replays.
+- copy_bandwidth_gbps, bytes_per_step: the HBM floor = bytes a step must read / copy bandwidth.
+- capture_size_study: graph memory and capture time against the list of capture sizes.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections import Counter
+
+import torch
+
+from cudagraph_bench.errors import Unsupported
+
+from .model import ModelArgs, Transformer, build_model, triton_unsupported_reason
+from .pool import CUDAGraphPool, compare
+
+NO_CUDA = "CUDA graphs need a CUDA device; this node has none"
+CAPTURE_STUDY_SETS = {
+    "1": [1],
+    "1,4,16": [1, 4, 16],
+    "1,2,4,...,64": [1, 2, 4, 8, 16, 32, 64],
+    "1..256": list(range(1, 257)),
+}
+
+
+def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict) -> dict:
+    """Measure one cell.
+
+    kind: 'latency' | 'startup'; mode: 'eager' | 'cudagraph'; model: a preset dict; workload:
+    {'input_len', 'output_len'} for latency; settings: warmup_steps, timed_steps, repeats,
+    warmup_repeats, capture_sizes, seed, device (optional: backend 'auto'|'triton'|'torch').
+    Returns {'metrics': {name: float}, 'details': {...}}. Raises Unsupported for a cell that
+    cannot run here, ValueError for a bad argument; lets torch.cuda.OutOfMemoryError through.
+    """
+    if kind not in ("latency", "startup"):
+        raise ValueError(f"kind must be 'latency' or 'startup', got {kind!r}")
+    if mode not in ("eager", "cudagraph"):
+        raise ValueError(f"mode must be 'eager' or 'cudagraph', got {mode!r}")
+    s = _check_settings(settings)
+    device = torch.device(s["device"])
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise Unsupported("settings ask for a CUDA device; this node has none")
+    if mode == "cudagraph" and device.type != "cuda":
+        raise Unsupported(NO_CUDA)
+    args = ModelArgs.from_preset(model)
+    torch.manual_seed(s["seed"])
+    if kind == "startup":
+        return _measure_startup(mode, args, s, device)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"latency cells need a positive integer batch_size, got {batch_size!r}")
+    input_len, output_len = int(workload["input_len"]), int(workload["output_len"])
+    if input_len < 1 or output_len < 1 or input_len + output_len > args.max_seq_len:
+        raise ValueError(f"need 1 <= input_len, output_len and input_len + output_len <= max_seq_len "
+                         f"({args.max_seq_len}); got {input_len}, {output_len}")  # fmt: skip
+    return _measure_latency(mode, batch_size, args, input_len, output_len, s, device)
+
+
+def _check_settings(settings: dict) -> dict:
+    s = {"warmup_steps": 10, "timed_steps": 50, "repeats": 3, "warmup_repeats": 1, "capture_sizes": [1, 2, 4, 8, 16, 32, 64],
+         "seed": 0, "device": "cuda" if torch.cuda.is_available() else "cpu", "backend": "auto"}  # fmt: skip
+    s.update({k: v for k, v in settings.items() if v is not None})
+    for k in ("warmup_steps", "timed_steps", "repeats", "warmup_repeats", "seed"):
+        if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 0:
+            raise ValueError(f"setting {k} must be a non-negative integer, got {s[k]!r}")
+    if s["repeats"] < 1 or s["timed_steps"] < 1:
+        raise ValueError("settings repeats and timed_steps must be >= 1")
+    if s["device"] not in ("cuda", "cpu"):
+        raise ValueError(f"setting device must be 'cuda' or 'cpu', got {s['device']!r}")
+    if s["device"] == "cuda" and s["timed_steps"] < 50:
+        raise ValueError(f"timed_steps must be >= 50 on a GPU, got {s['timed_steps']}")
+    if s["backend"] not in ("auto", "triton", "torch"):
+        raise ValueError(f"setting backend must be auto, triton or torch, got {s['backend']!r}")
+    return s
+
+
+def make_model(args: ModelArgs, device: torch.device, seed: int, backend: str = "auto", max_batch: int = 1,
+               kernel_opts=None) -> tuple[Transformer, dict]:  # fmt: skip
+    """Build, allocate caches and choose the backend. Returns (model, {weight_init_s, backend, ...})."""
+    _sync(device)
+    t0 = time.perf_counter()
+    m = build_model(args, device, seed)
+    m.setup_caches(max_batch)
+    _sync(device)
+    info = {"weight_init_s": time.perf_counter() - t0}
+    reason = triton_unsupported_reason(args, device)
+    if backend == "triton" and reason:
+        raise Unsupported(f"triton backend: {reason}")
+    use = "torch" if backend == "torch" or (backend == "auto" and reason) else "triton"
+    if use == "triton":
+        from .kernels import default_kernel_options
+
+        m.set_backend("triton", kernel_opts or default_kernel_options(device))
+        info["kernel_options"] = m.kernel_opts.as_dict()
+    info["backend"] = use
+    if reason and use == "torch":
+        info["backend_reason"] = reason
+    return m, info
+
+
+def _measure_startup(mode: str, args: ModelArgs, s: dict, device: torch.device) -> dict:
+    t0 = time.perf_counter()
+    model, info = make_model(args, device, s["seed"], s["backend"], max_batch=max(s["capture_sizes"]))
+    # first decode step: Triton JIT compilation or loading from its disk cache, cuBLAS handles
+    t1 = time.perf_counter()
+    tok, pos, rows = _decode_inputs(model, 1, 0, device, s["seed"])
+    with torch.inference_mode():
+        model.decode(tok, pos, rows)
+    _sync(device)
+    metrics = {"weight_init_s": info["weight_init_s"], "first_step_s": time.perf_counter() - t1}
+    details = dict(info)
+    if mode == "cudagraph":
+        pool = CUDAGraphPool(model, s["capture_sizes"])
+        pool.capture()
+        summ = pool.summary()
+        metrics.update(capture_s_total=summ["capture_s_total"], graph_memory_mb=summ["memory_mb_total"],
+                       graphs_captured=float(len(pool.sizes)))  # fmt: skip
+        details["capture"] = summ
+    metrics["startup_s"] = time.perf_counter() - t0
+    return {"metrics": metrics, "details": details}
+
+
+def _measure_latency(mode, batch, args, input_len, output_len, s, device) -> dict:
+    model, info = make_model(args, device, s["seed"], s["backend"], max_batch=batch)
+    pool, metrics, details = None, {"weight_init_s": info["weight_init_s"]}, dict(info)
+    if mode == "cudagraph":
+        pool = CUDAGraphPool(model, s["capture_sizes"])
+        t0 = time.perf_counter()
+        pool.capture()
+        summ = pool.summary()
+        metrics.update(capture_s_total=time.perf_counter() - t0, graph_memory_mb=summ["memory_mb_total"])
+        details["capture"] = summ
+    out = latency_metrics(model, pool, batch, input_len, output_len, s)
+    out["metrics"] = metrics | out["metrics"]
+    out["details"] = details | out["details"]
+    return out
+
+
+def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, input_len: int, output_len: int,
+                    s: dict, copy_bw_gbps: float | None = None, profile: bool = True) -> dict:  # fmt: skip
+    """All latency-cell metrics for one batch size: eager when pool is None, else through the pool
+    (captured already). s: the checked settings. copy_bw_gbps: reuse a measured bandwidth.
+    profile=False leaves out the profiler's kernel counts (kernel_metrics), for a caller that
+    times several cells and profiles them all afterwards."""
+    device = model.output.weight.device
+    cuda = device.type == "cuda"
+    args = model.args
+    if batch > model.max_batch:
+        raise ValueError(f"batch {batch} exceeds the cache rows set up ({model.max_batch})")
+    mode = "eager" if pool is None else "cudagraph"
+    details: dict = {"input_len": input_len, "output_len": output_len, "batch_size": batch, "mode": mode}
+    metrics: dict = {}
+    sizes = sorted(s["capture_sizes"]) if pool is None else pool.sizes
+    padded = next((c for c in sizes if c >= batch), batch)
+    metrics.update(padded_batch_size=float(padded), padding_waste_frac=(padded - batch) / padded)
+    details["capture_sizes"] = sizes
+    if pool is not None:
+        details["runs_eager_fallback"] = pool.dispatch(batch) is None
+    step = _step_fn(model, pool)
+
+    # prefill once so the decode steps attend over a real context
+    tokens = torch.randint(0, args.vocab_size, (batch, input_len), device=device, generator=_gen(device, s["seed"]))
+    metrics["prefill_ms"] = statistics.median(prefill_ms(model, tokens) for _ in range(1 + (s["warmup_repeats"] > 0)))
+    if pool is not None:
+        tok, pos, rows = _decode_inputs(model, batch, input_len, device, s["seed"])
+        details["graph_vs_eager"] = pool.compare_with_eager(tok, pos, rows)
+
+    times = decode_step_times(step, model, batch, input_len, s["warmup_steps"], s["timed_steps"], device, s["seed"])
+    metrics.update(decode_step_ms_median=_q(times, 0.5), decode_step_ms_p10=_q(times, 0.1),
+                   decode_step_ms_p90=_q(times, 0.9))  # fmt: skip
+    details["decode_context_len"] = _mean_context(input_len, s["warmup_steps"], s["timed_steps"], args.max_seq_len)
+
+    e2e = e2e_latencies(step, model, tokens, output_len, s["warmup_repeats"], s["repeats"])
+    mean = statistics.fmean(e2e)
+    metrics.update(e2e_latency_s_mean=mean, e2e_latency_s_median=_q(e2e, 0.5), e2e_latency_s_p90=_q(e2e, 0.9),
+                   output_tokens_per_s=batch * output_len / mean, ms_per_output_token=mean * 1000 / output_len)  # fmt: skip
+    details["e2e_latency_s"] = e2e
+
+    if cuda:
+        ctx = int(details["decode_context_len"])
+        tok, pos, rows = _decode_inputs(model, batch, ctx, device, s["seed"])
+        # host-side timings first: once the profiler has run, CUPTI can slow every later launch
+        enq = cpu_enqueue_ms(lambda: model.decode(tok, pos, rows))
+        metrics["cpu_enqueue_ms_per_step"] = enq["median_ms"]
+        details["cpu_enqueue"] = enq
+        graph = pool.dispatch(batch) if pool is not None else None
+        if graph is not None:
+            metrics["gpu_ms_per_step"] = graph_gpu_ms(pool, tok, pos, rows)
+            metrics["graph_enqueue_ms_per_step"] = cpu_enqueue_ms(lambda: pool.step(tok, pos, rows))["median_ms"]
+            metrics["graph_replay_enqueue_ms"] = cpu_enqueue_ms(graph.graph.replay)["median_ms"]
+        bw = copy_bw_gbps or copy_bandwidth_gbps(device)
+        nbytes = bytes_per_step(args, batch, ctx)
+        floor = nbytes / (bw * 1e9) * 1e3
+        metrics.update(copy_bandwidth_gbps=bw, hbm_floor_ms=floor, bytes_per_step_gb=nbytes / 1e9,
+                       decode_step_over_floor=metrics["decode_step_ms_median"] / floor)  # fmt: skip
+        if pool is not None:
+            metrics["graph_over_floor"] = metrics["decode_step_ms_median"] / floor
+        details["device_name"] = torch.cuda.get_device_name(device)
+        if profile:
+            out = kernel_metrics(model, pool, batch, ctx, enq["median_ms"], s["seed"])
+            metrics.update(out["metrics"])
+            details.update(out["details"])
+    return {"metrics": metrics, "details": details}
+
+
+def kernel_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, ctx: int, enqueue_ms: float,
+                   seed: int = 0) -> dict:  # fmt: skip
+    """Profile one eager step (and one graph step): kernels per step, their summed GPU time, and
+    launch_us_per_kernel = the eager step's CPU enqueue time / its kernels. Run after all timing."""
+    tok, pos, rows = _decode_inputs(model, batch, ctx, model.output.weight.device, seed)
+    kern = count_kernels(lambda: model.decode(tok, pos, rows))
+    metrics = {"kernels_per_step": float(kern["kernels"]), "gpu_kernel_ms_per_step": kern["kernel_ms"],
+               "launch_us_per_kernel": enqueue_ms * 1000 / max(kern["kernels"], 1)}  # fmt: skip
+    details = {"kernels": kern}
+    if pool is not None and pool.dispatch(batch) is not None:
+        details["kernels_in_graph_step"] = count_kernels(lambda: pool.step(tok, pos, rows))
+    return {"metrics": metrics, "details": details}
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def _gen(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _q(xs: list[float], q: float) -> float:
+    """Quantile with linear interpolation (numpy's default)."""
+    ys = sorted(xs)
+    i = (len(ys) - 1) * q
+    lo = int(i)
+    hi = min(lo + 1, len(ys) - 1)
+    return ys[lo] + (ys[hi] - ys[lo]) * (i - lo)
+
+
+def _decode_inputs(model: Transformer, batch: int, pos: int, device, seed: int):
+    """tokens, input_pos, rows [batch] for a decode step at position `pos` in rows 0..batch-1."""
+    tok = torch.randint(0, model.args.vocab_size, (batch,), device=device, generator=_gen(device, seed + 1))
+    p = torch.full((batch,), pos, dtype=torch.long, device=device)
+    return tok, p, torch.arange(batch, device=device)
+
+
+def _step_fn(model: Transformer, pool: CUDAGraphPool | None):
+    return model.decode if pool is None else pool.step
+
+
+def _positions(input_len: int, n: int, max_seq: int) -> list[int]:
+    """Positions of n decode steps after a prompt; wraps back to input_len at the cache end."""
+    span = max_seq - input_len
+    return [input_len + (i % span) for i in range(n)]
+
+
+def _mean_context(input_len, warmup, timed, max_seq) -> float:
+    return statistics.fmean(p + 1 for p in _positions(input_len, warmup + timed, max_seq)[warmup:])
+
+
+@torch.inference_mode()
+def prefill_ms(model: Transformer, tokens: torch.Tensor) -> float:
+    """Eager prefill of tokens [B, T] into cache rows 0..B-1; milliseconds, device synced at both ends."""
+    dev = tokens.device
+    B, T = tokens.shape
+    pos = torch.arange(T, device=dev)[None, :].expand(B, T)
+    _sync(dev)
+    t0 = time.perf_counter()
+    model(tokens, pos, None, last_only=True)
+    _sync(dev)
+    return (time.perf_counter() - t0) * 1e3
+
+
+@torch.inference_mode()
+def decode_step_times(step, model: Transformer, batch: int, input_len: int, warmup: int, timed: int,
+                      device: torch.device, seed: int) -> list[float]:  # fmt: skip
+    """Milliseconds of each of `timed` decode steps (after `warmup`), one token per sequence.
+
+    The host synchronises before each step, so every step starts on an idle GPU, as in a server
+    that reads each step's sampled tokens. On CUDA each step is bracketed by events."""
+    positions = _positions(input_len, warmup + timed, model.args.max_seq_len)
+    pos_all = torch.tensor(positions, device=device)[:, None].expand(-1, batch).contiguous()  # [steps, B]
+    tok = torch.randint(0, model.args.vocab_size, (batch,), device=device, generator=_gen(device, seed + 2))
+    rows = torch.arange(batch, device=device)
+    for i in range(warmup):
+        step(tok, pos_all[i], rows)
+    out = []
+    cuda = device.type == "cuda"
+    for i in range(warmup, warmup + timed):
+        _sync(device)
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step(tok, pos_all[i], rows)
+            end.record()
+            end.synchronize()
+            out.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            step(tok, pos_all[i], rows)
+            out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+@torch.inference_mode()
+def generate(step, model: Transformer, prompt: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Greedy decoding: prefill prompt [B, T] eagerly, then n_tokens - 1 decode steps through `step`.
+
+    Each step's tokens are copied to the host (as a server must, to stream them and check stop
+    conditions), so the host never runs ahead of the GPU. Returns tokens [B, n_tokens] on the host."""
+    dev = prompt.device
+    B, T = prompt.shape
+    pos = torch.arange(T, device=dev)[None, :].expand(B, T)
+    logits = model(prompt, pos, None, last_only=True)
+    tok = logits.argmax(-1)
+    rows = torch.arange(B, device=dev)
+    out = [tok.cpu()]
+    for i in range(n_tokens - 1):
+        p = torch.full((B,), T + i, dtype=torch.long, device=dev)
+        tok = step(tok, p, rows).argmax(-1)
+        out.append(tok.cpu())
+    return torch.stack(out, dim=1)
+
+
+def e2e_latencies(step, model, prompt, output_len, warmup_repeats, repeats) -> list[float]:
+    """Seconds per generate() of output_len tokens, after warmup_repeats untimed runs."""
+    dev = prompt.device
+    for _ in range(warmup_repeats):
+        generate(step, model, prompt, output_len)
+    out = []
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        generate(step, model, prompt, output_len)
+        _sync(dev)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+@torch.inference_mode()
+def count_kernels(fn) -> dict:
+    """Profile one call of fn (after one warm call): CUDA kernels launched, their summed device time,
+    memcpy/memset count, and kernel names with counts."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names: Counter = Counter()
+    us_by_name: Counter = Counter()
+    memops = 0
+    for e in prof.events():
+        if e.device_type != DeviceType.CUDA:
+            continue
+        if e.name.startswith(("Memcpy", "Memset")):
+            memops += 1
+            continue
+        name = e.name if len(e.name) < 80 else e.name[:77] + "..."
+        names[name] += 1
+        us_by_name[name] += e.time_range.elapsed_us()
+    return {
+        "kernels": sum(names.values()),
+        "memops": memops,
+        "kernel_ms": sum(us_by_name.values()) / 1e3,
+        "by_name": dict(names.most_common()),
+        "ms_by_name": {k: v / 1e3 for k, v in us_by_name.most_common()},
+    }
+
+
+_SLEEP_CYCLES_PER_MS: dict[int, float] = {}
+
+
+def _busy(ms: float) -> None:
+    """Keep the current stream busy for about `ms` milliseconds."""
+    dev = torch.cuda.current_device()
+    if dev not in _SLEEP_CYCLES_PER_MS:
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(1_000_000)
+        a.record()
+        torch.cuda._sleep(10_000_000)
+        b.record()
+        b.synchronize()
+        _SLEEP_CYCLES_PER_MS[dev] = 10_000_000 / a.elapsed_time(b)
+    torch.cuda._sleep(int(ms * _SLEEP_CYCLES_PER_MS[dev]))
+
+
+@torch.inference_mode()
+def cpu_enqueue_ms(fn, reps: int = 10) -> dict:
+    """Host milliseconds to enqueue one call of fn while the GPU is busy with an earlier sleep kernel
+    (so no launch waits for the GPU). Valid reps are those where the sleep outlasted the enqueue."""
+    fn()
+    torch.cuda.synchronize()
+    times, valid = [], 0
+    busy_ms = 50.0
+    for _ in range(reps):
+        _busy(busy_ms)
+        done = torch.cuda.Event()
+        done.record()
+        t0 = time.perf_counter()
+        fn()
+        t = (time.perf_counter() - t0) * 1e3
+        busy_still = not done.query()
+        torch.cuda.synchronize()
+        if busy_still:
+            valid += 1
+            times.append(t)
+        else:
+            busy_ms *= 2
+    if not times:
+        raise RuntimeError("the GPU never stayed busy through an enqueue; cpu_enqueue_ms is not measurable")
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "valid_reps": valid, "reps": reps}
+
+
+@torch.inference_mode()
+def graph_gpu_ms(pool: CUDAGraphPool, tok, pos, rows, n: int = 50) -> float:
+    """GPU milliseconds per step from n back-to-back replays (the host runs ahead; no gaps)."""
+    for _ in range(3):
+        pool.step(tok, pos, rows)
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(n):
+        pool.step(tok, pos, rows)
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) / n
+
+
+def copy_bandwidth_gbps(device: torch.device, nbytes: int = 2 << 30, reps: int = 10) -> float:
+    """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written (median)."""
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device).normal_()
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        dst.copy_(src)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    del src, dst
+    return 2 * nbytes / (statistics.median(times) * 1e-3) / 1e9
+
+
+def bytes_per_step(args: ModelArgs, batch: int, context_len: float) -> float:
+    """Bytes one decode step must move: every matmul weight and norm weight once, the embedding rows of
+    the batch, and per sequence the K/V of `context_len` positions read plus one position written."""
+    e = torch.empty(0, dtype=args.torch_dtype).element_size()
+    d, layers = args.hidden_size, args.n_layers
+    per_layer = d * args.qkv_dim + args.n_heads * args.head_dim * d + 3 * d * args.intermediate_size + 2 * d
+    weights = layers * per_layer + d * args.vocab_size + d + batch * d
+    kv_per_pos = layers * 2 * args.n_kv_heads * args.head_dim
+    return float(e * (weights + batch * kv_per_pos * (context_len + 1)))
+
+
+def capture_size_study(model: Transformer, sets: dict[str, list[int]] | None = None) -> list[dict]:
+    """For each capture set: a fresh pool captured, its total memory and capture time; freed after."""
+    out = []
+    for label, sizes in (sets or CAPTURE_STUDY_SETS).items():
+        gc.collect()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        free0 = torch.cuda.mem_get_info()[0]
+        t0 = time.perf_counter()
+        pool = CUDAGraphPool(model, sizes)
+        pool.capture()
+        wall = time.perf_counter() - t0
+        torch.cuda.synchronize()
+        free1 = torch.cuda.mem_get_info()[0]
+        summ = pool.summary()
+        out.append({
+            "set": label, "n_graphs": len(sizes),
+            "graph_memory_mb": summ["memory_mb_total"], "device_memory_mb": (free0 - free1) / 2**20,
+            "static_io_mb": summ["static_io_mb"], "capture_s_total": wall,
+            "capture_s_graphs_only": sum(g["capture_s"] for g in summ["per_size"]),
+            "per_size": summ["per_size"] if len(sizes) <= 16 else None,
+        })  # fmt: skip
+        del pool
+    gc.collect()
+    torch.cuda.empty_cache()
+    return out
+
+
+def greedy_tokens_match(model: Transformer, pool: CUDAGraphPool, batch: int, prompt_len: int, n_tokens: int,
+                        seed: int) -> dict:  # fmt: skip
+    """Greedy-decode the same prompts eagerly and through the pool; compare the token ids."""
+    dev = model.output.weight.device
+    prompt = torch.randint(0, model.args.vocab_size, (batch, prompt_len), device=dev, generator=_gen(dev, seed + 3))
+    eager = generate(model.decode, model, prompt, n_tokens)
+    graph = generate(pool.step, model, prompt, n_tokens)
+    return {"batch": batch, "n_tokens": n_tokens, "identical": bool(torch.equal(eager, graph)),
+            "first_mismatch_step": _first_mismatch(eager, graph)}  # fmt: skip
+
+
+def _first_mismatch(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    bad = (a != b).any(dim=0).nonzero()
+    return int(bad[0]) if bad.numel() else None
+
+
+__all__ = ["measure", "compare", "capture_size_study", "greedy_tokens_match", "CAPTURE_STUDY_SETS", "Unsupported"]

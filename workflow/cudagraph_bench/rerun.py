@@ -1,0 +1,35 @@
+"""Measure again the cells whose recorded status is error or oom.
+
+Their result files move aside to results/superseded/<time>/... (kept, never
+deleted), so Snakemake sees them missing and runs exactly those cells again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+FAILED_STATUSES = ("error", "oom")
+
+
+def set_aside_failed(paths: list[str], root: str | Path = ".", statuses=FAILED_STATUSES) -> list[str]:
+    """Move each existing result in `paths` whose status is in `statuses`; returns 'old -> new' lines."""
+    root = Path(root)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    moved = []
+    for rel in paths:
+        src = root / rel
+        try:
+            status = json.loads(src.read_text()).get("status")
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            status = "error"  # unreadable: measuring again is the only way forward
+        if status not in statuses:
+            continue
+        dst = root / "results" / "superseded" / stamp / Path(rel).relative_to("results/raw")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src.replace(dst)
+        moved.append(f"{rel} ({status}) -> {dst.relative_to(root)}")
+    return moved

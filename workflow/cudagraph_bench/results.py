@@ -1,0 +1,203 @@
+"""One result file per cell: the format, its provenance, atomic writes, checked reads.
+
+The job writes the file with `write_result` (temporary file + rename, so a crash
+never leaves half a file where the aggregation reads); the aggregation reads it
+back with `load_result`, which refuses anything that does not match the schema.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .cells import Cell, cell_from_path
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "unsupported", "oom", "error")
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "result.schema.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Package versions worth knowing when comparing numbers across runs.
+_PACKAGES = ("torch", "vllm", "triton", "snakemake", "submitit", "numpy", "pandas", "transformers")
+
+
+class ResultFileError(ValueError):
+    """A result file is unreadable or does not match the schema. The message names the file."""
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _cpu_model() -> str:
+    # Eager decode is bound by the host CPU's launch speed: the same GPU behind a
+    # slower CPU gave a 28 ms eager step instead of 16.7 ms, so always record it.
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _gpu_info() -> dict:
+    info = {"gpu_name": None, "gpu_count": 0, "driver": None, "cuda": None}
+    try:
+        import torch
+    except ImportError:
+        return info
+    info["cuda"] = torch.version.cuda
+    if torch.cuda.is_available():
+        info["gpu_count"] = torch.cuda.device_count()
+        info["gpu_name"] = torch.cuda.get_device_name(0)
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            )
+            info["driver"] = out.stdout.strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            info["driver"] = None
+    return info
+
+
+def provenance(config_hash: str, started_utc: str) -> dict:
+    """Host, hardware, software and code version of the running job."""
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = None
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "host": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "started_utc": started_utc,
+        "finished_utc": utc_now(),
+        "python": sys.version.split()[0],
+        "packages": packages,
+        "git_commit": commit,
+        "git_dirty": None if status is None else bool(status),
+        "config_hash": config_hash,
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        **_gpu_info(),
+    }
+
+
+def _finite(metrics: dict) -> dict:
+    """Drop nothing silently: a NaN or inf metric is a bug in the measurement."""
+    for k, v in metrics.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"metric {k!r} = {v!r} is not a finite number")
+    return metrics
+
+
+def make_result(
+    cell: Cell, kind: str, status: str, *, reason=None, metrics=None, details=None, spec=None, prov: dict
+) -> dict:
+    if status not in STATUSES:
+        raise ValueError(f"status {status!r} is not one of {STATUSES}")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "cell": cell.as_dict(),
+        "kind": kind,
+        "status": status,
+        "reason": reason,
+        "metrics": _finite(dict(metrics or {})),
+        "details": details or {},
+        "spec": spec or {},
+        "provenance": prov,
+    }
+
+
+def write_result(path: str | os.PathLike, result: dict) -> None:
+    """Validate, then write atomically: a temporary file in the same folder, fsync, rename."""
+    errors = sorted(_validator().iter_errors(result), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        raise ResultFileError(f"{path}: result does not match the schema at {'/'.join(map(str, e.path))}: {e.message}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_inf_to_str(result), indent=1, sort_keys=True) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _inf_to_str(o):
+    # JSON has no infinity; request_rate=inf is spelled "inf" as in the config.
+    if isinstance(o, dict):
+        return {k: _inf_to_str(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_inf_to_str(v) for v in o]
+    if isinstance(o, float) and math.isinf(o):
+        return "inf"
+    return o
+
+
+def load_result(path: str | os.PathLike, root: str | os.PathLike | None = None) -> dict:
+    """Read one result file and check it: JSON, schema, and that it is the cell its path names.
+
+    `root` is the folder that holds results/raw (default: the path is relative to it).
+    Raises ResultFileError naming the file.
+    """
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultFileError(f"{path}: not a readable JSON result file ({e})") from e
+    errors = sorted(_validator().iter_errors(result), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = "/".join(map(str, e.path)) or "(top level)"
+        raise ResultFileError(f"{path}: does not match the result schema at {where}: {e.message}")
+    rel = path.relative_to(root) if root is not None else path
+    try:
+        expected = cell_from_path(str(rel))
+    except ValueError as e:
+        raise ResultFileError(f"{path}: {e}") from e
+    if Cell(**result["cell"]) != expected:
+        raise ResultFileError(f"{path}: holds cell {result['cell']!r}, but its path names {expected.as_dict()!r}")
+    return result

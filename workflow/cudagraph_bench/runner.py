@@ -1,0 +1,151 @@
+"""Run one cell and always leave an outcome: a result file with a status.
+
+This runs inside the cell's job (a Slurm job, or a local submitit process).
+Deterministic outcomes of the measurement (unsupported here, CUDA OOM, a failed
+benchmark) become result files with a status. What kills the job itself
+(scancel, node failure, time limit) leaves no file, so Snakemake sees the cell
+as failed and the next run resubmits it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from typing import TextIO
+
+from .cells import Cell
+from .errors import MeasurementError, Unsupported
+from .results import make_result, provenance, utc_now, write_result
+
+# Tests set this to make the measurement raise, e.g. "oom" or "error", to check
+# the outcome path inside a real job without a GPU.
+INJECT_ENV = "CGB_INJECT_FAILURE"
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    # Some kernels (Triton, cuBLAS workspace) report OOM as a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)
+
+
+def _check_device(spec: dict) -> None:
+    """Refuse to measure on the wrong GPU (a mis-set partition would otherwise
+    file L40S numbers under h200)."""
+    want = spec.get("device_match") or ""
+    if not want:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise Unsupported(f"this cell needs a GPU matching {want!r}, but this node has no CUDA device")
+    name = torch.cuda.get_device_name(0)
+    if want.lower() not in name.lower():
+        raise MeasurementError(f"this cell needs a GPU matching {want!r}, but the job got {name!r}")
+
+
+def _inject(spec: dict) -> None:
+    what = os.environ.get(INJECT_ENV, "")
+    target, _, kind = what.rpartition(":")  # "CELL_SLUG:oom", or "oom" for every cell
+    if not kind or (target and target != Cell(**spec["cell"]).slug):
+        return
+    if kind == "oom":
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
+    if kind == "error":
+        raise MeasurementError("failure injected by the test")
+    if kind == "crash":
+        os._exit(3)  # an infrastructure-like death: no result file
+    if kind.startswith("sleep"):
+        time.sleep(float(kind[len("sleep") :]))  # keeps the job running, for scancel/kill tests
+
+
+def _graph_pool(spec: dict, log: TextIO) -> dict:
+    import torch
+
+    from .graph_pool.measure import measure
+
+    cell = Cell(**spec["cell"])
+    settings = dict(
+        spec["measurement"],
+        capture_sizes=spec["graph_pool"]["capture_sizes"],
+        device="cuda" if torch.cuda.is_available() else "cpu",
+    )
+    return measure(spec["kind"], cell.mode, cell.batch_size, spec["model"], spec["workload"], settings)
+
+
+def _vllm(spec: dict, log: TextIO) -> dict:
+    from .backends.vllm import measure
+
+    cell = Cell(**spec["cell"])
+    v = spec["vllm"]
+    settings = {
+        "num_iters_warmup": v["num_iters_warmup"],
+        "num_iters": v["num_iters"],
+        "server_start_timeout_s": v["server_start_timeout_s"],
+        "gpu_memory_utilization": v["gpu_memory_utilization"],
+        "max_model_len": v.get("max_model_len"),
+        "extra_args": list(v.get("extra_args", [])),
+        "vllm_executable": v["executable"],
+    }
+    workload = dict(spec["workload"])
+    if spec["kind"] == "serving":
+        workload.setdefault("dataset_path", v.get("sharegpt_path"))
+    return measure(spec["kind"], cell.mode, cell.batch_size, spec["model"], workload, settings, log)
+
+
+# backend name -> adapter from the job spec to that backend's measure()
+_BACKENDS = {"graph_pool": _graph_pool, "vllm": _vllm}
+
+
+def _measure(spec: dict, log: TextIO) -> dict:
+    return _BACKENDS[spec["cell"]["backend"]](spec, log)
+
+
+def run_cell(spec: dict, out_path: str, log: TextIO) -> dict:
+    """Measure the cell described by `spec` (cells.job_spec) and write its result to `out_path`.
+
+    Returns the result written. Never raises for a measurement outcome; raises
+    only if the result cannot be written.
+    """
+    cell = Cell(**spec["cell"])
+    started = utc_now()
+    status, reason, metrics, details = "ok", None, {}, {}
+    print(f"[cgb] cell {cell.slug}: {spec['kind']} on {cell.gpu}, started {started}", file=log, flush=True)
+    try:
+        _inject(spec)
+        _check_device(spec)
+        out = _measure(spec, log)
+        metrics, details = out["metrics"], out.get("details", {})
+    except Unsupported as e:
+        status, reason = "unsupported", str(e)
+    except MeasurementError as e:
+        status, reason = "error", str(e)
+    except Exception as e:  # noqa: BLE001 - every outcome must be written
+        if _is_cuda_oom(e):
+            status, reason = "oom", f"CUDA out of memory: {e}"
+        else:
+            status, reason = "error", f"{type(e).__name__}: {e}"
+        traceback.print_exc(file=log)
+    if status != "ok":
+        metrics = {}
+        print(f"[cgb] cell {cell.slug}: {status}: {reason}", file=log, flush=True)
+    result = make_result(
+        cell,
+        spec["kind"],
+        status,
+        reason=reason,
+        metrics=metrics,
+        details=details,
+        spec={k: spec[k] for k in ("workload", "model", "measurement") if k in spec},
+        prov=provenance(spec["config_hash"], started),
+    )
+    write_result(out_path, result)
+    print(f"[cgb] cell {cell.slug}: {status}, wrote {out_path}", file=log, flush=True)
+    return result

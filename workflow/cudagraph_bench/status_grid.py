@@ -1,0 +1,221 @@
+"""Where a study stands: per workload, the GPU x mode x batch-size grid of cell states.
+
+A cell's state comes from its result file (done / unsupported / oom / error,
+with the reason), else from the submitit executor's job registry
+(`.snakemake/submitit/jobs.json`: result path -> {"job_id", "launcher"}) and,
+for Slurm jobs, one `squeue` call for all of them (pending / running, with the
+job id), else it is missing. The grid prints as Markdown, which reads as plain
+text, and `write_status` writes the same text to results/status.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .aggregate import write_atomic
+from .cells import Cell, batch_sizes, iter_cells
+from .results import ResultFileError, load_result
+
+REGISTRY = ".snakemake/submitit/jobs.json"
+STATUS_MD = "results/status.md"
+# squeue's %T states, folded into what the grid shows.
+RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "RESIZING", "SIGNALING"}
+PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
+RESULT_STATES = {"ok": "done", "unsupported": "unsupported", "oom": "OOM", "error": "error"}
+# The order states are counted in the summary line.
+STATE_ORDER = ("done", "running", "pending", "submitted", "unsupported", "OOM", "error", "corrupt", "lost", "missing")
+
+
+@dataclass(frozen=True)
+class CellState:
+    """One cell's state; `detail` is the reason or message, `job` e.g. "slurm 1234"."""
+
+    cell: Cell
+    state: str
+    detail: str | None = None
+    job: str | None = None
+
+
+def read_registry(root: str | os.PathLike) -> tuple[dict[str, dict], str | None]:
+    """The executor's job registry (result path -> entry), and a warning if it could not be read."""
+    path = Path(root) / REGISTRY
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return {}, f"job registry {path} unreadable ({e}); in-flight jobs are shown as missing"
+    if not isinstance(data, dict):
+        return {}, f"job registry {path} is not a JSON object; in-flight jobs are shown as missing"
+    out = {}
+    for key, entry in data.items():
+        p = Path(key)
+        if p.is_absolute():  # the executor may record absolute output paths
+            try:
+                p = p.resolve().relative_to(Path(root).resolve())
+            except ValueError:
+                continue
+        if isinstance(entry, dict) and entry.get("job_id") is not None:
+            out[p.as_posix()] = entry
+    return out, None
+
+
+def query_squeue(job_ids: Iterable[str], run: Callable = subprocess.run) -> dict[str, str] | None:
+    """One squeue call for all ids: {job id: Slurm state} for those still queued or running.
+
+    Returns None when squeue is absent or fails (the grid then says "submitted").
+    """
+    ids = sorted(set(job_ids))
+    if not ids or shutil.which("squeue") is None:
+        return None
+    cmd = ["squeue", "--noheader", "--format=%i|%T", f"--jobs={','.join(ids)}"]
+    try:
+        out = run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        # With a single id, squeue fails once slurmctld has forgotten the job: it is not queued.
+        return {} if "Invalid job id" in (out.stderr or "") else None
+    states = {}
+    for line in out.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id:
+            states[job_id] = state.strip()
+    return states
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _result_state(cell: Cell, root: Path) -> CellState | None:
+    path = root / cell.path
+    if not path.exists():
+        return None
+    try:
+        res = load_result(path, root)
+    except ResultFileError as e:
+        return CellState(cell, "corrupt", str(e))
+    return CellState(cell, RESULT_STATES[res["status"]], res["reason"], _job_of(res))
+
+
+def _job_of(res: dict) -> str | None:
+    job = res["provenance"].get("slurm_job_id")
+    return f"slurm {job}" if job else None
+
+
+def _job_state(cell: Cell, entry: dict, squeue: dict[str, str] | None) -> CellState:
+    job_id, launcher = str(entry["job_id"]), entry.get("launcher", "slurm")
+    job = f"{launcher} {job_id}"
+    if launcher == "local":
+        if _pid_alive(job_id.split("_")[0]):
+            return CellState(cell, "running", None, job)
+        return CellState(cell, "lost", "the local job ended without writing a result", job)
+    if squeue is None:
+        return CellState(cell, "submitted", "squeue unavailable: state unknown", job)
+    state = squeue.get(job_id)
+    if state is None:
+        return CellState(cell, "lost", "not in the Slurm queue and no result: see the job's log", job)
+    if state in RUNNING_STATES:
+        return CellState(cell, "running", None, job)
+    if state in PENDING_STATES:
+        return CellState(cell, "pending", None, job)
+    return CellState(cell, state.lower(), None, job)
+
+
+def cell_states(
+    config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue
+) -> tuple[list[CellState], list[str]]:
+    """Every cell of the study with its state, in the study's order, and any warnings."""
+    root = Path(root)
+    registry, warning = read_registry(root)
+    warnings = [warning] if warning else []
+    cells = list(iter_cells(config))
+    states = [_result_state(cell, root) for cell in cells]
+    waiting = [c for c, s in zip(cells, states, strict=True) if s is None and c.path in registry]
+    slurm_ids = [str(registry[c.path]["job_id"]) for c in waiting if registry[c.path].get("launcher") != "local"]
+    queue = squeue(slurm_ids) if slurm_ids else {}
+    if slurm_ids and queue is None:
+        warnings.append("squeue unavailable: Slurm jobs are shown as submitted, state unknown")
+    out = []
+    for cell, s in zip(cells, states, strict=True):
+        if s is None:
+            entry = registry.get(cell.path)
+            s = _job_state(cell, entry, queue) if entry else CellState(cell, "missing")
+        out.append(s)
+    return out, warnings
+
+
+def _label(s: CellState, notes: dict[str, int]) -> str:
+    text = s.state
+    if s.state in ("running", "pending", "submitted", "lost") and s.job:
+        text += f" ({s.job})"
+    if s.detail and s.state not in ("done", "running", "pending"):
+        key = f"{s.state}: {s.detail}"
+        notes.setdefault(key, len(notes) + 1)
+        text += f" [{notes[key]}]"
+    return text
+
+
+def render_status(config: dict, states: list[CellState], warnings: Iterable[str] = ()) -> str:
+    """The grid as Markdown: a table per workload (rows GPU x backend x mode, columns batch size),
+    reasons as numbered notes below, and a count per state."""
+    by_cell = {s.cell: s for s in states}
+    notes: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for s in states:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    order = [k for k in STATE_ORDER if k in counts] + sorted(set(counts) - set(STATE_ORDER))
+    lines = ["# Study status", ""]
+    lines.append(", ".join(f"{counts[k]} {k}" for k in order) + f" (of {len(states)} cells)")
+    lines += [f"\nWarning: {w}" for w in warnings]
+    for workload in config["study"]["workloads"]:
+        cells = [c for c in by_cell if c.workload == workload]
+        if not cells:
+            continue
+        sizes = batch_sizes(config, workload)
+        points = [f"bs={b}" for b in sizes] if sizes is not None else ["cell"]
+        lines += ["", f"## {workload}", "", "| GPU | Backend | Mode | " + " | ".join(points) + " |"]
+        lines.append("|---|---|---|" + "---|" * len(points))
+        rows: dict[tuple, list[str]] = {}
+        for c in cells:  # iter_cells order: GPU, backend, mode, batch size
+            rows.setdefault((c.gpu, c.backend, c.mode), []).append(_label(by_cell[c], notes))
+        for (gpu, backend, mode), labels in rows.items():
+            lines.append(f"| {gpu} | {backend} | {mode} | " + " | ".join(labels) + " |")
+    if notes:
+        lines += ["", "Notes:", ""]
+        lines += [f"[{n}] {text}".replace("\n", " ") for text, n in sorted(notes.items(), key=lambda kv: kv[1])]
+    return "\n".join(lines) + "\n"
+
+
+def status_text(config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue) -> str:
+    """The status grid of the study in `config`, for the results under `root`."""
+    states, warnings = cell_states(config, root, squeue=squeue)
+    return render_status(config, states, warnings)
+
+
+def write_status(config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue) -> str:
+    """Write the grid to ROOT/results/status.md; returns the text written."""
+    text = status_text(config, root, squeue=squeue)
+    write_atomic(Path(root) / STATUS_MD, text)
+    return text
+
+
+def print_status(config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue, file=None) -> str:
+    """Print the grid (and write results/status.md, the same text); returns it."""
+    text = write_status(config, root, squeue=squeue)
+    print(text, end="", file=file or sys.stdout)
+    return text

@@ -1,0 +1,486 @@
+"""Tables from the tidy table: the published shape, the metrics table, the launch-overhead model.
+
+Each table is built by a pure function (DataFrame -> Table) and written as CSV,
+Markdown and LaTeX (booktabs, written by hand: no jinja2 needed) plus a
+provenance sidecar JSON. Units are in the headers (or, where rows mix units, in
+the row's label).
+
+One rounding rule everywhere (`fmt`): three significant figures, except that
+digits left of the decimal point are never dropped (0.8071 -> 0.807,
+12.61 -> 12.6, 706.77 -> 707, 12345.6 -> 12346); ties follow Python's float
+formatting. A cell without a number shows its gap label (missing,
+unsupported, OOM, error, n/a), never a zero; a value derived from a gap shows "—".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .aggregate import MISSING, NOT_APPLICABLE, Lookup, sidecar, write_atomic
+from .cells import BACKEND_KINDS
+
+SIG = 3  # significant figures of every number in every table
+DERIVED_GAP = "—"  # a ratio or prediction whose input is a gap
+MODE_ORDER = ("eager", "cudagraph", "compile_nograph")
+MODE_LABELS = {"eager": "Eager", "cudagraph": "CUDA graph", "compile_nograph": "Compile, no graph"}
+# bs=1 headline latency: the published 512/128 workload if measured, else the sweep's bs=1.
+HEADLINE_WORKLOADS = ("latency_long", "latency")
+# The model holds where |predicted - measured| / measured is at most this.
+MODEL_TOLERANCE = 0.10
+TABLE_NAMES = ("headline", "metrics", "launch_model")
+TABLE_FORMATS = ("csv", "md", "tex", "json")
+
+
+def fmt(x: float | str | None) -> str:
+    """Format one number by the tables' rounding rule (see the module docstring); strings pass through."""
+    if isinstance(x, str):
+        return x
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return NOT_APPLICABLE
+    x = float(x)
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    if abs(x) >= 10 ** (SIG - 1):
+        return f"{x:.0f}"
+    r = float(f"{x:.{SIG}g}")  # round to SIG significant figures first: 99.96 -> 100
+    if abs(r) >= 10 ** (SIG - 1):
+        return f"{r:.0f}"
+    return f"{r:.{SIG - 1 - math.floor(math.log10(abs(r)))}f}"
+
+
+def mode_sort_key(mode: str) -> tuple:
+    return (MODE_ORDER.index(mode), mode) if mode in MODE_ORDER else (len(MODE_ORDER), mode)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A formatted table: every cell already a string."""
+
+    name: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    numeric: tuple[bool, ...]  # right-align these columns
+    notes: tuple[str, ...] = ()
+    sources: frozenset[str] = field(default_factory=frozenset)  # result files drawn from
+
+
+# --------------------------------------------------------------------------- shared selections
+
+
+def workloads_of_kind(df: pd.DataFrame, kind: str) -> list[str]:
+    return sorted(df.loc[df["kind"] == kind, "workload"].unique())
+
+
+def gpu_backends(df: pd.DataFrame) -> list[tuple[str, str]]:
+    return sorted(set(zip(df["gpu"], df["backend"], strict=True)))
+
+
+def modes_of(df: pd.DataFrame, gpu: str, backend: str) -> list[str]:
+    sel = df[(df["gpu"] == gpu) & (df["backend"] == backend)]
+    return sorted(sel["mode"].unique(), key=mode_sort_key)
+
+
+def decode_metric(df: pd.DataFrame, backend: str) -> str:
+    """The per-token decode time a backend reports: the pure decode step where measured
+    (graph pool), else time per output token (vLLM's latency benchmark, prefill included)."""
+    sel = df[df["backend"] == backend]
+    has_step = "decode_step_ms_median" in sel and sel["decode_step_ms_median"].notna().any()
+    return "decode_step_ms_median" if has_step else "ms_per_output_token"
+
+
+def headline_workload(df: pd.DataFrame, gpu: str, backend: str) -> str | None:
+    """The latency workload whose bs=1 cells give the headline: the first of
+    HEADLINE_WORKLOADS with a bs=1 cell for this GPU and backend, else any latency workload's bs=1."""
+    bs1 = df["batch_size"].eq(1).fillna(False) & (df["kind"] == "latency")
+    present = set(df.loc[(df["gpu"] == gpu) & (df["backend"] == backend) & bs1, "workload"])
+    ordered = [w for w in HEADLINE_WORKLOADS if w in present] + sorted(present - set(HEADLINE_WORKLOADS))
+    return ordered[0] if ordered else None
+
+
+def sweep_workload(df: pd.DataFrame) -> str | None:
+    """The batch-size sweep: the latency workload with the most batch sizes (ties: by name)."""
+    lat = df[df["kind"] == "latency"]
+    if lat.empty:
+        return None
+    counts = lat.groupby("workload")["batch_size"].nunique()
+    return sorted(counts.index, key=lambda w: (-counts[w], w))[0]
+
+
+DECODE_LABELS = {"decode_step_ms_median": "Decode step", "ms_per_output_token": "Time per output token"}
+
+
+def serving_label(df: pd.DataFrame, workload: str) -> str:
+    """'rr=6' / 'rr=inf' from the recorded request rate, else the workload's name."""
+    rates = df.loc[df["workload"] == workload, "request_rate"].dropna().unique()
+    return f"rr={float(rates[0]):g}" if len(rates) == 1 else workload
+
+
+def gap_of(v) -> str | None:
+    """The gap label stored in a pairs/model frame, or None (pandas may hold None as NaN)."""
+    return v if isinstance(v, str) else None
+
+
+def ratio(a: float | str, b: float | str) -> float | str:
+    """a / b, or the derived-gap mark when either is not a number."""
+    if isinstance(a, str) or isinstance(b, str) or b == 0:
+        return DERIVED_GAP
+    return a / b
+
+
+# --------------------------------------------------------------------------- decode pairs and the model
+
+
+PAIR_COLUMNS = [
+    "gpu",
+    "backend",
+    "workload",
+    "batch_size",
+    "metric",
+    "eager_ms",
+    "graph_ms",
+    "speedup",
+    "eager_gap",
+    "graph_gap",
+]
+
+
+def decode_pairs(df: pd.DataFrame, lookup: Lookup | None = None, workload: str | None = None) -> pd.DataFrame:
+    """Eager vs graph decode time per (gpu, backend, latency workload, batch size); one workload if given.
+
+    eager_ms / graph_ms are NaN where the cell has no number, and eager_gap /
+    graph_gap then hold its label; speedup = eager / graph.
+    """
+    lookup = lookup or Lookup(df)
+    lat = df[df["kind"] == "latency"]
+    if workload is not None:
+        lat = lat[lat["workload"] == workload]
+    rows = []
+    for (gpu, backend, wl, bs), _ in lat.groupby(["gpu", "backend", "workload", "batch_size"], sort=True):
+        metric = decode_metric(df, backend)
+        e = lookup.value((gpu, backend, wl, "eager", int(bs)), metric)
+        g = lookup.value((gpu, backend, wl, "cudagraph", int(bs)), metric)
+        rows.append(
+            {
+                "gpu": gpu,
+                "backend": backend,
+                "workload": wl,
+                "batch_size": int(bs),
+                "metric": metric,
+                "eager_ms": math.nan if isinstance(e, str) else e,
+                "graph_ms": math.nan if isinstance(g, str) else g,
+                "speedup": math.nan if isinstance(ratio(e, g), str) else ratio(e, g),
+                "eager_gap": e if isinstance(e, str) else None,
+                "graph_gap": g if isinstance(g, str) else None,
+            }
+        )
+    return pd.DataFrame.from_records(rows, columns=PAIR_COLUMNS)
+
+
+MODEL_COLUMNS = PAIR_COLUMNS + [
+    "kernels_per_step",
+    "cpu_enqueue_ms",
+    "us_per_kernel",
+    "gpu_graph_ms",
+    "serial_ms",
+    "eager_pred_ms",
+    "speedup_pred",
+    "error",
+    "holds",
+    "regime",
+]
+
+
+def predict_eager_ms(cpu_enqueue_ms: float, gpu_ms: float) -> float:
+    """The launch-overhead model: an eager decode step takes max(CPU enqueue, GPU work).
+
+    Physics: in eager mode the host enqueues kernels asynchronously and the GPU
+    runs each as soon as it is queued and its predecessor is done; the host
+    waits only once per step (when it reads the sampled tokens). So the two
+    pipelines overlap and the step ends when the slower one does: the CPU's
+    enqueue time when launch-bound, the GPU's work when compute/memory-bound.
+    The serial sum cpu + gpu would need a sync after every kernel, which decode
+    does not do. GPU work is taken from the graph-mode step, which replays the
+    same kernels back to back with no launch gaps.
+
+    max() of the totals is a lower bound: where long kernels (GEMMs) let the CPU
+    run ahead and short ones then starve the GPU, the step is
+    sum_i max(launch_i, kernel_i) > max(sum launch, sum kernel), up to the serial
+    sum. The model table reports that sum beside each prediction.
+    """
+    return max(cpu_enqueue_ms, gpu_ms)
+
+
+def _backends_with_model_inputs(df: pd.DataFrame) -> set[str]:
+    if "cpu_enqueue_ms_per_step" not in df:
+        return set()
+    return set(df.loc[df["cpu_enqueue_ms_per_step"].notna(), "backend"])
+
+
+def launch_model(df: pd.DataFrame, lookup: Lookup | None = None, workload: str | None = None) -> pd.DataFrame:
+    """Predicted vs measured eager step and speedup, per latency cell pair of every
+    backend that reports kernels_per_step / cpu_enqueue_ms_per_step.
+
+    error = (predicted - measured) / measured eager step (the same fraction as
+    for the speedup, which shares the graph step as denominator); holds =
+    |error| <= MODEL_TOLERANCE; NaN / None where an input is a gap.
+    """
+    lookup = lookup or Lookup(df)
+    pairs = decode_pairs(df[df["backend"].isin(_backends_with_model_inputs(df))], lookup, workload)
+    rows = []
+    for p in pairs.to_dict("records"):
+        e_key = (p["gpu"], p["backend"], p["workload"], "eager", p["batch_size"])
+        g_key = (p["gpu"], p["backend"], p["workload"], "cudagraph", p["batch_size"])
+        kernels = lookup.value(e_key, "kernels_per_step")
+        cpu = lookup.value(e_key, "cpu_enqueue_ms_per_step")
+        gpu = lookup.value(g_key, "gpu_ms_per_step")
+        if gpu == NOT_APPLICABLE:
+            gpu = lookup.value(g_key, "decode_step_ms_median")
+        num = {k: (math.nan if isinstance(v, str) else v) for k, v in (("k", kernels), ("c", cpu), ("g", gpu))}
+        pred = math.nan if math.isnan(num["c"]) or math.isnan(num["g"]) else predict_eager_ms(num["c"], num["g"])
+        error = pred / p["eager_ms"] - 1 if p["eager_ms"] > 0 else math.nan
+        rows.append(
+            dict(
+                p,
+                kernels_per_step=num["k"],
+                cpu_enqueue_ms=num["c"],
+                us_per_kernel=num["c"] * 1000 / num["k"] if num["k"] > 0 else math.nan,
+                gpu_graph_ms=num["g"],
+                serial_ms=num["c"] + num["g"],
+                eager_pred_ms=pred,
+                speedup_pred=pred / p["graph_ms"] if p["graph_ms"] > 0 else math.nan,
+                error=error,
+                holds=None if math.isnan(error) else abs(error) <= MODEL_TOLERANCE,
+                regime=None if math.isnan(pred) else ("launch-bound" if num["c"] >= num["g"] else "GPU-bound"),
+            )
+        )
+    return pd.DataFrame.from_records(rows, columns=MODEL_COLUMNS)
+
+
+# --------------------------------------------------------------------------- the three tables
+
+
+def headline_table(df: pd.DataFrame) -> Table:
+    """Per GPU and backend, the published shape:
+    Mode | bs=1 latency (s) | tok/s (bs=1) | serving throughput (tok/s), one column per serving workload."""
+    lookup = Lookup(df)
+    serving = workloads_of_kind(df, "serving")
+    columns = ["GPU", "Backend", "Mode", "Latency workload", "bs=1 latency (s)", "tok/s (bs=1)"]
+    columns += [f"Serving throughput {serving_label(df, w)} (tok/s)" for w in serving]
+    rows = []
+    for gpu, backend in gpu_backends(df):
+        lat = headline_workload(df, gpu, backend)
+        for mode in modes_of(df, gpu, backend):
+            row = [gpu, backend, MODE_LABELS.get(mode, mode), lat or DERIVED_GAP]
+            for metric in ("e2e_latency_s_mean", "output_tokens_per_s"):
+                row.append(fmt(lookup.value((gpu, backend, lat, mode, 1), metric)) if lat else MISSING)
+            for w in serving:
+                if "serving" not in BACKEND_KINDS.get(backend, ("serving",)):
+                    row.append(NOT_APPLICABLE)  # e.g. the graph pool has no server
+                else:
+                    row.append(fmt(lookup.value((gpu, backend, w, mode, None), "serving_output_tok_per_s")))
+            rows.append(tuple(row))
+    notes = (
+        "bs=1 latency: mean end-to-end latency of one request at batch size 1 (prefill + decode) "
+        f"from the first of {', '.join(HEADLINE_WORKLOADS)} that was measured.",
+        "Serving throughput: output tokens/s of the serving benchmark.",
+    )
+    numeric = (False,) * 4 + (True,) * (len(columns) - 4)
+    return Table("headline", tuple(columns), tuple(rows), numeric, notes, frozenset(lookup.used))
+
+
+def metrics_table(df: pd.DataFrame) -> Table:
+    """Per GPU and backend: decode latency eager / graph per batch size with the speedup,
+    startup eager / graph, graph memory, serving throughput."""
+    lookup = Lookup(df)
+    pairs = decode_pairs(df, lookup)
+    columns = ("GPU", "Backend", "Metric", "Eager", "CUDA graph", "Graph speedup (×)")
+    rows = []
+    for gpu, backend in gpu_backends(df):
+        sel = pairs[(pairs["gpu"] == gpu) & (pairs["backend"] == backend)]
+        for p in sel.to_dict("records"):
+            e = gap_of(p["eager_gap"]) or p["eager_ms"]
+            g = gap_of(p["graph_gap"]) or p["graph_ms"]
+            label = f"{DECODE_LABELS[p['metric']]}, {p['workload']} bs={p['batch_size']} (ms)"
+            rows.append((gpu, backend, label, fmt(e), fmt(g), fmt(ratio(e, g))))
+        for w in workloads_of_kind(df, "startup"):
+            e = lookup.value((gpu, backend, w, "eager", None), "startup_s")
+            g = lookup.value((gpu, backend, w, "cudagraph", None), "startup_s")
+            if e != MISSING or g != MISSING:
+                rows.append((gpu, backend, f"Startup, {w} (s)", fmt(e), fmt(g), fmt(ratio(e, g))))
+                e = lookup.value((gpu, backend, w, "eager", None), "graph_memory_mb")
+                g = lookup.value((gpu, backend, w, "cudagraph", None), "graph_memory_mb")
+                rows.append((gpu, backend, f"Graph memory, {w} (MB)", fmt(e), fmt(g), NOT_APPLICABLE))
+        for w in workloads_of_kind(df, "serving"):
+            e = lookup.value((gpu, backend, w, "eager", None), "serving_output_tok_per_s")
+            g = lookup.value((gpu, backend, w, "cudagraph", None), "serving_output_tok_per_s")
+            if e != MISSING or g != MISSING:
+                label = f"Serving throughput {serving_label(df, w)} (tok/s)"
+                rows.append((gpu, backend, label, fmt(e), fmt(g), fmt(ratio(g, e))))
+    notes = (
+        "Graph speedup = eager / graph for times, graph / eager for throughput: above 1, graphs help.",
+        "Decode step: the graph pool's median decode step; time per output token: vLLM's latency benchmark "
+        "(prefill included).",
+    )
+    return Table("metrics", columns, tuple(rows), (False,) * 3 + (True,) * 3, notes, frozenset(lookup.used))
+
+
+def model_table(df: pd.DataFrame) -> Table:
+    """The launch-overhead model, predicted vs measured per cell, flagging |error| > MODEL_TOLERANCE."""
+    lookup = Lookup(df)
+    model = launch_model(df, lookup)
+    columns = (
+        "GPU",
+        "Backend",
+        "Workload",
+        "Batch size",
+        "Kernels / step",
+        "CPU enqueue (ms)",
+        "Launch (µs / kernel)",
+        "Graph GPU time (ms)",
+        "Eager predicted (ms)",
+        "Eager measured (ms)",
+        "Speedup predicted (×)",
+        "Speedup measured (×)",
+        "Error (%)",
+        "Model",
+    )
+    rows = []
+    for m in model.to_dict("records"):
+
+        def side(v, gap):
+            return gap_of(gap) or (NOT_APPLICABLE if math.isnan(v) else fmt(v))
+
+        def derived(v):
+            return DERIVED_GAP if math.isnan(v) else fmt(v)
+
+        if m["holds"] is None or pd.isna(m["holds"]):
+            verdict = DERIVED_GAP
+        elif m["holds"]:
+            verdict = f"holds ({m['regime']})"
+        else:
+            where = "above" if m["error"] < 0 else "below"
+            verdict = f"DOES NOT HOLD: measured {where} max(cpu, gpu); serial cpu+gpu = {fmt(m['serial_ms'])} ms"
+        rows.append(
+            (
+                m["gpu"],
+                m["backend"],
+                m["workload"],
+                str(m["batch_size"]),
+                side(m["kernels_per_step"], m["eager_gap"]),
+                side(m["cpu_enqueue_ms"], m["eager_gap"]),
+                derived(m["us_per_kernel"]),
+                side(m["gpu_graph_ms"], m["graph_gap"]),
+                derived(m["eager_pred_ms"]),
+                side(m["eager_ms"], m["eager_gap"]),
+                derived(m["speedup_pred"]),
+                derived(m["speedup"]),
+                derived(m["error"] * 100),
+                verdict,
+            )
+        )
+    notes = (
+        "Predicted eager step = max(CPU enqueue per step, graph-mode GPU time per step); predicted speedup = "
+        "predicted eager / measured graph step.",
+        "Error = (predicted - measured) / measured eager step; the model holds where the error is within "
+        f"±{MODEL_TOLERANCE * 100:g}%.",
+    )
+    if model.empty:
+        notes += ("No cell reports kernels_per_step and cpu_enqueue_ms_per_step.",)
+    numeric = (False,) * 3 + (True,) * 10 + (False,)
+    return Table("launch_model", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
+
+
+TABLE_BUILDERS = {"headline": headline_table, "metrics": metrics_table, "launch_model": model_table}
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def to_csv(table: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(table.columns)
+    w.writerows(table.rows)
+    return buf.getvalue()
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def to_markdown(table: Table) -> str:
+    lines = ["| " + " | ".join(map(_md_cell, table.columns)) + " |"]
+    lines.append("|" + "|".join("---:" if n else "---" for n in table.numeric) + "|")
+    lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in table.rows]
+    if table.notes:
+        lines += [""] + list(table.notes)
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "×": r"$\times$",
+    "µ": r"$\mu$",
+    "—": "---",
+    "±": r"$\pm$",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
+
+
+def latex_escape(s: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in s)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs tabular (needs \\usepackage{booktabs})."""
+    spec = "".join("r" if n else "l" for n in table.numeric)
+    lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule"]
+    lines.append(" & ".join(latex_escape(c) for c in table.columns) + r" \\")
+    lines.append("\\midrule")
+    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in table.rows]
+    lines.append("\\bottomrule")
+    for note in table.notes:
+        lines.append(f"\\multicolumn{{{len(table.columns)}}}{{l}}{{\\footnotesize {latex_escape(note)}}} \\\\")
+    lines.append("\\end{tabular}")
+    return "\n".join(lines) + "\n"
+
+
+def table_outputs(out_dir: str | os.PathLike = "results/tables") -> list[str]:
+    """Every file `write_tables` writes (for Snakemake outputs)."""
+    return [f"{Path(out_dir).as_posix()}/{name}.{ext}" for name in TABLE_NAMES for ext in TABLE_FORMATS]
+
+
+def write_table(
+    table: Table, df: pd.DataFrame, out_dir: str | os.PathLike, code_commit: str | None = None
+) -> list[Path]:
+    """Write one table as .csv, .md, .tex and its provenance sidecar .json."""
+    out = Path(out_dir)
+    texts = {"csv": to_csv(table), "md": to_markdown(table), "tex": to_latex(table)}
+    texts["json"] = sidecar(table.name, df, table.sources, code_commit, rounding=f"{SIG} significant figures")
+    return [write_atomic(out / f"{table.name}.{ext}", texts[ext]) for ext in TABLE_FORMATS]
+
+
+def write_tables(
+    df: pd.DataFrame, out_dir: str | os.PathLike = "results/tables", code_commit: str | None = None
+) -> list[Path]:
+    """Build and write every table; returns the paths written (= table_outputs(out_dir))."""
+    return [p for name in TABLE_NAMES for p in write_table(TABLE_BUILDERS[name](df), df, out_dir, code_commit)]

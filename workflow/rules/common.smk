@@ -1,0 +1,72 @@
+# Config validation, the cell list, and the helpers the rules call.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The rules' Python package lives next to the rules; make it importable even
+# when the project is not pip-installed (e.g. a bare checkout on a GPU node).
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from cudagraph_bench import cells as cgb_cells  # noqa: E402
+from cudagraph_bench.figures import figure_outputs  # noqa: E402
+from cudagraph_bench.tables import table_outputs  # noqa: E402
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+try:
+    cgb_cells.check_config(config)
+except cgb_cells.ConfigError as e:
+    raise WorkflowError(f"Error in config: {e}")
+
+CELLS = list(cgb_cells.iter_cells(config))
+CONFIG_HASH = cgb_cells.config_hash(config)
+
+if config.get("rerun_errors") and workflow.is_main_process:
+    # Cells whose recorded status is error/oom are measured again: their old
+    # result moves aside (kept, never deleted) so Snakemake sees it missing.
+    from cudagraph_bench.rerun import set_aside_failed
+
+    for moved in set_aside_failed([c.path for c in CELLS]):
+        print(f"rerun_errors: {moved}", file=sys.stderr)
+
+
+wildcard_constraints:
+    gpu=r"[a-z0-9][a-z0-9._-]*",
+    backend="graph_pool|vllm",
+    workload=r"[a-z0-9][a-z0-9._-]*",
+    mode="eager|cudagraph|compile_nograph",
+    point=r"bs[1-9][0-9]*|single",
+
+
+def cell_results():
+    """Every cell's result file, in the study's order."""
+    return [c.path for c in CELLS]
+
+
+def cell_spec(wildcards):
+    """What the job measures for the cell these wildcards name."""
+    cell = cgb_cells.cell_from_path(
+        f"results/raw/{wildcards.gpu}/{wildcards.backend}/{wildcards.workload}/{wildcards.mode}/{wildcards.point}.json"
+    )
+    return cgb_cells.job_spec(config, cell)
+
+
+def slurm_resource(name):
+    """A resource function: this cell's GPU type's Slurm setting `name`."""
+    return lambda wildcards: cgb_cells.slurm_resources(config, wildcards.gpu)[name]
+
+
+def final_outputs():
+    # The cells are targets themselves: Snakemake skips a missing intermediate
+    # file when what is built from it is up to date, so a deleted result would
+    # otherwise never be measured again.
+    return [
+
+        *cell_results(),
+        "results/summary.csv",
+        *table_outputs(),
+        *figure_outputs(),
+        "results/status.md",
+    ]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what this project needs into .venv (idempotent; fast when done before).
+#   bash workflow/scripts/setup_env.sh          # run the study
+#   bash workflow/scripts/setup_env.sh --test   # also the test tools and the Slurm test cluster's packages
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "[setup] creating .venv with $(python3 --version)"
+  python3 -m venv .venv
+fi
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+
+# torch first and pinned: on a machine without a GPU, 2.13.0 is a local CPU wheel;
+# an unpinned torch would pull a multi-GB CUDA build. Skip if a torch is already there.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  echo "[setup] installing torch==2.13.0"
+  "${pip[@]}" "torch==2.13.0"
+fi
+
+extras=""
+[[ $want_test == 1 ]] && extras="[test]"
+echo "[setup] installing cudagraph-bench${extras} (editable) and its dependencies"
+# compat mode: a plain .pth path entry, so Snakemake's plugin discovery
+# (pkgutil over sys.path) finds snakemake_executor_plugin_submitit.
+"${pip[@]}" -e ".${extras}" --config-settings editable_mode=compat
+
+if [[ $want_test == 1 ]]; then
+  if [[ $(id -u) == 0 ]]; then
+    bash tests/slurm_cluster/install.sh
+  else
+    echo "[setup] not root: skipping the Slurm test cluster's packages (Slurm tests will be skipped)"
+  fi
+fi
+echo "[setup] ready: $(.venv/bin/snakemake --version | head -1) in .venv"

@@ -1,0 +1,167 @@
+"""A Snakemake executor that submits each job through submitit (Slurm or local).
+
+Snakemake's one main process submits, polls (one sacct for all jobs) and
+cancels; the rule body runs inside the submitted job. Select it with
+`executor: submitit` and `submitit-launcher: local|slurm` in a profile.
+"""
+
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncGenerator, List
+
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
+from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
+
+from . import status, submission
+from .job import SnakemakeJob, job_argv
+from .progress import Progress
+from .registry import JobRegistry
+
+
+@dataclass
+class ExecutorSettings(ExecutorSettingsBase):
+    launcher: str = field(
+        default="local",
+        metadata={"help": "Where jobs run: 'slurm' (sbatch through submitit) or 'local' (processes on this machine)."},
+    )
+    folder: str = field(
+        default=".snakemake/submitit",
+        metadata={"help": "Folder for submitit's job files and logs, and the job registry (jobs.json)."},
+    )
+    min_poll_s: float = field(
+        default=1.0,
+        metadata={"help": "First interval between status polls, in seconds; doubles while nothing changes."},
+    )
+    max_poll_s: float = field(
+        default=30.0,
+        metadata={"help": "Longest interval between status polls, in seconds."},
+    )
+
+
+common_settings = CommonSettings(
+    non_local_exec=True,
+    implies_no_shared_fs=False,
+    job_deploy_sources=False,
+    # Env vars travel with the job's environment (sbatch --export=ALL), not as a
+    # shell prefix, so the job command stays a plain argv.
+    pass_envvar_declarations_to_cmd=False,
+    auto_deploy_default_storage_provider=False,
+    init_seconds_before_status_checks=0,
+)
+
+
+class Executor(RemoteExecutor):
+    def __post_init__(self):
+        self.settings: ExecutorSettings = self.workflow.executor_settings
+        self.folder = Path(self.settings.folder).resolve()
+        self.registry = JobRegistry(self.folder / "jobs.json")
+        self.executor = submission.make_executor(self.settings.launcher, self.folder / "jobs")
+        self.progress = Progress(self.logger)
+        self.sacct_calls = 0
+        self._poll_s = self.settings.min_poll_s
+        self.next_seconds_between_status_checks = self._poll_s
+
+    # -- submission ---------------------------------------------------------------
+
+    def run_job(self, job: JobExecutorInterface):
+        key = str(job.output[0])
+        attached = self._reattach(job, key)
+        if attached is not None:
+            self.progress.attached(key, attached.job_id)
+            self.report_job_submission(
+                SubmittedJobInfo(job, external_jobid=attached.job_id, aux={"submitit_job": attached, "key": key})
+            )
+            return
+        name = submission.job_name(job.rule.name if hasattr(job, "rule") else job.name, dict(job.wildcards))
+        params = submission.parameters(dict(job.resources), self.settings.launcher, name)
+        argv = job_argv(self.format_job_exec(job))
+        try:
+            sjob = submission.submit(self.executor, params, SnakemakeJob(), argv, os.getcwd())
+        except Exception as e:  # sbatch refused it: unknown partition, GRES, account, ...
+            msg = f"submission refused: {str(e).strip()}"
+            self.progress.failed(key, None, msg)
+            self.report_job_error(SubmittedJobInfo(job), msg=msg)
+            return
+        self.registry.record(key, sjob.job_id, self.settings.launcher, str(self.folder / "jobs"))
+        self.progress.submitted(key, sjob.job_id)
+        self.report_job_submission(
+            SubmittedJobInfo(job, external_jobid=sjob.job_id, aux={"submitit_job": sjob, "key": key})
+        )
+        self._poll_s = self.settings.min_poll_s
+
+    def _reattach(self, job: JobExecutorInterface, key: str):
+        """A Slurm job this cell already has in the queue (from a run that died), or None."""
+        rec = self.registry.get(key)
+        if rec is None or rec["launcher"] != "slurm" or self.settings.launcher != "slurm":
+            return None
+        old = submission.slurm_job(rec["folder"], rec["job_id"])
+        self.sacct_calls += status.poll_slurm([old])
+        state = status.state_of(old)
+        kind, _ = status.classify(old, state) if state != "UNKNOWN" else (status.FAILED, state)
+        if kind == status.RUNNING:
+            return old
+        self.registry.forget(key)
+        return None
+
+    # -- polling --------------------------------------------------------------------
+
+    async def check_active_jobs(
+        self, active_jobs: List[SubmittedJobInfo]
+    ) -> AsyncGenerator[SubmittedJobInfo, None]:
+        if not active_jobs:
+            # Also guards a race: Snakemake's status thread starts before __post_init__ runs.
+            return
+        jobs = [info.aux["submitit_job"] for info in active_jobs]
+        async with self.status_rate_limiter:
+            self.sacct_calls += status.poll_slurm(jobs)
+        changed = False
+        for info in active_jobs:
+            sjob, key = info.aux["submitit_job"], info.aux["key"]
+            state = status.state_of(sjob)
+            kind, reason = status.classify(sjob, state)
+            changed |= self.progress.update(key, sjob.job_id, state, kind)
+            if kind == status.RUNNING:
+                yield info
+            elif kind == status.SUCCESS:
+                self.registry.forget(key)
+                self.report_job_success(info)
+            else:
+                self.registry.forget(key)
+                self.progress.failed(key, sjob.job_id, reason)
+                self.report_job_error(
+                    info,
+                    msg=f"cell job {sjob.job_id} failed: {reason}",
+                    aux_logs=[str(sjob.paths.stdout), str(sjob.paths.stderr)],
+                )
+        # Back off while nothing changes; poll fast again when something does.
+        self._poll_s = self.settings.min_poll_s if changed else min(self._poll_s * 2, self.settings.max_poll_s)
+        self.next_seconds_between_status_checks = self._poll_s
+
+    # -- cancellation -----------------------------------------------------------------
+
+    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
+        ids = []
+        for info in active_jobs:
+            sjob = info.aux["submitit_job"]
+            try:
+                sjob.cancel(check=False)
+            except Exception as e:  # noqa: BLE001 - cancel the rest regardless
+                self.logger.warning(f"could not cancel job {sjob.job_id}: {e}")
+                continue
+            self.registry.forget(info.aux["key"])
+            ids.append(sjob.job_id)
+        if ids:
+            self.logger.info(f"Cancelled {len(ids)} job(s) this run submitted: {', '.join(ids)}")
+
+    def shutdown(self):
+        super().shutdown()
+        if hasattr(self, "progress"):  # Snakemake may shut down an executor it never used
+            self.progress.summary(self.sacct_calls)
+
+
+__all__ = ["ExecutorSettings", "common_settings", "Executor", "WorkflowError"]
