@@ -1,5 +1,6 @@
 """Matrix expansion and the cell <-> path round trip."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,9 +67,9 @@ def test_job_spec_carries_what_the_job_needs(config):
     assert spec["config_hash"] == cells.config_hash(config)
 
 
-def test_slurm_resources_follow_the_gpu_type(config):
-    res = cells.slurm_resources(config, "h200")
-    assert res["slurm_partition"] == "gpu-h200"
+def test_slurm_settings_follow_the_gpu_type(config):
+    res = json.loads(cells.slurm_settings(config, "h200"))
+    assert res["partition"] == "gpu-h200"
     assert res["gres"] == "gpu:H200:1"
     assert res["qos"] == "inferno"
-    assert res["runtime"] == 60 and res["mem_mb"] == 64000
+    assert res["time_min"] == 60 and res["mem_gb"] == 64

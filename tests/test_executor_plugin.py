@@ -1,5 +1,7 @@
 """The submitit executor plugin's pure parts: resources -> submitit parameters, the job argv, the registry."""
 
+import json
+
 import pytest
 from snakemake_interface_common.exceptions import WorkflowError
 
@@ -7,19 +9,18 @@ from snakemake_executor_plugin_submitit import submission
 from snakemake_executor_plugin_submitit.job import SnakemakeJob, job_argv
 from snakemake_executor_plugin_submitit.registry import JobRegistry
 
-RES = {
-    "slurm_partition": "gpu-h200",
+SETTINGS = {
+    "partition": "gpu-h200",
     "gres": "gpu:H200:1",
-    "slurm_account": "gts-pi",
+    "account": "gts-pi",
     "qos": "inferno",
     "constraint": "",
-    "runtime": 90,
-    "cpus_per_task": 8,
-    "mem_mb": 64000,
-    "slurm_extra": '{"exclusive": true}',
-    "_cores": 1,
-    "tmpdir": "/tmp",
+    "time_min": 90,
+    "cpus": 8,
+    "mem_gb": 64,
+    "extra_sbatch": {"exclusive": True},
 }
+RES = {"slurm": json.dumps(SETTINGS), "_cores": 1, "tmpdir": "/tmp", "mem_mb": 1000}
 
 
 def test_slurm_parameters_map_every_setting():
@@ -41,9 +42,12 @@ def test_local_parameters_keep_only_the_time_limit():
     assert submission.parameters(RES, "local", "n") == {"name": "n", "timeout_min": 90}
 
 
-def test_unknown_resource_is_refused_with_the_valid_ones():
-    with pytest.raises(WorkflowError, match=r"unknown resource\(s\) \['partition'\].*slurm_partition"):
+def test_unknown_resource_or_setting_is_refused_with_the_valid_ones():
+    with pytest.raises(WorkflowError, match=r"unknown resource\(s\) \['partition'\]"):
         submission.parameters({**RES, "partition": "x"}, "slurm", "n")
+    bad = json.dumps({**SETTINGS, "partion": "x"})
+    with pytest.raises(WorkflowError, match=r"unknown Slurm setting\(s\) \['partion'\].*partition"):
+        submission.parameters({"slurm": bad}, "slurm", "n")
 
 
 def test_parameters_are_accepted_by_submitit(tmp_path):

@@ -138,7 +138,7 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def job_spec(config: dict, cell: Cell) -> dict:
+def job_spec(config: dict, cell: Cell, config_hash_: str | None = None) -> dict:
     """Everything the job needs to measure one cell, as plain data.
 
     This is what crosses into the job (through Snakemake params): the job
@@ -159,22 +159,13 @@ def job_spec(config: dict, cell: Cell) -> dict:
         "graph_pool": dict(config["graph_pool"]),
         "vllm": dict(config["vllm"]),
         "device_match": config["gpu_types"][cell.gpu].get("device_match", ""),
-        "config_hash": config_hash(config),
+        "config_hash": config_hash_ or config_hash(config),
     }
 
 
-def slurm_resources(config: dict, gpu: str) -> dict:
-    """A GPU type's Slurm settings as Snakemake resources (the executor reads these)."""
+def slurm_settings(config: dict, gpu: str) -> str:
+    """A GPU type's Slurm settings as the JSON string the executor plugin reads
+    (resource `slurm`); keys as in config, empty strings meaning "cluster default"."""
     g = config["gpu_types"][gpu]
-    res = {
-        "slurm_partition": g["partition"],
-        "gres": g["gres"],
-        "slurm_account": g.get("account", ""),
-        "qos": g.get("qos", ""),
-        "constraint": g.get("constraint", ""),
-        "runtime": g["time_min"],
-        "cpus_per_task": g["cpus"],
-        "mem_mb": g["mem_gb"] * 1000,
-        "slurm_extra": json.dumps(g.get("extra_sbatch", {}), sort_keys=True),
-    }
-    return res
+    keys = ("partition", "gres", "account", "qos", "constraint", "time_min", "cpus", "mem_gb", "extra_sbatch")
+    return json.dumps({k: g.get(k, "" if k != "extra_sbatch" else {}) for k in keys}, sort_keys=True)

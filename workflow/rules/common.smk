@@ -45,17 +45,13 @@ def cell_results():
     return [c.path for c in CELLS]
 
 
-def cell_spec(wildcards):
-    """What the job measures for the cell these wildcards name."""
-    cell = cgb_cells.cell_from_path(
-        f"results/raw/{wildcards.gpu}/{wildcards.backend}/{wildcards.workload}/{wildcards.mode}/{wildcards.point}.json"
-    )
-    return cgb_cells.job_spec(config, cell)
+# GPU type -> its Slurm settings as one JSON string, computed once.
+SLURM_SETTINGS = {gpu: cgb_cells.slurm_settings(config, gpu) for gpu in config["gpu_types"]}
 
 
-def slurm_resource(name):
-    """A resource function: this cell's GPU type's Slurm setting `name`."""
-    return lambda wildcards: cgb_cells.slurm_resources(config, wildcards.gpu)[name]
+def slurm_settings(wildcards):
+    """This cell's GPU type's Slurm settings (the executor plugin reads them)."""
+    return SLURM_SETTINGS[wildcards.gpu]
 
 
 def final_outputs():
@@ -70,3 +66,10 @@ def final_outputs():
         *figure_outputs(),
         "results/status.md",
     ]
+
+
+onsuccess:
+    # The one-screen summary of where the outputs are (main process only).
+    from cudagraph_bench.__main__ import main as cgb_main
+
+    cgb_main(["summary"])

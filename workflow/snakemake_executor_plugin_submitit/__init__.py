@@ -138,8 +138,12 @@ class Executor(RemoteExecutor):
                     msg=f"cell job {sjob.job_id} failed: {reason}",
                     aux_logs=[str(sjob.paths.stdout), str(sjob.paths.stderr)],
                 )
-        # Back off while nothing changes; poll fast again when something does.
-        self._poll_s = self.settings.min_poll_s if changed else min(self._poll_s * 2, self.settings.max_poll_s)
+        # Back off while nothing changes (each Slurm poll is an sacct call on a shared
+        # controller); poll fast again when something does. Local polls are free.
+        if changed or self.settings.launcher == "local":
+            self._poll_s = self.settings.min_poll_s
+        else:
+            self._poll_s = min(self._poll_s * 2, self.settings.max_poll_s)
         self.next_seconds_between_status_checks = self._poll_s
 
     # -- cancellation -----------------------------------------------------------------

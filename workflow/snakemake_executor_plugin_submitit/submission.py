@@ -1,14 +1,13 @@
 """Snakemake job resources -> submitit executor parameters.
 
-Cells carry their GPU type's Slurm settings as Snakemake resources (see
-cudagraph_bench.cells.slurm_resources). This module is the one place that
+Cells carry their GPU type's Slurm settings as one Snakemake resource (see
+cudagraph_bench.cells.slurm_settings). This module is the one place that
 maps them onto submitit's parameters, and it rejects keys it does not know.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -17,18 +16,23 @@ from snakemake_interface_common.exceptions import WorkflowError
 
 LAUNCHERS = ("local", "slurm")
 
-# Resource -> submitit Slurm parameter. Empty strings mean "cluster default".
-_SLURM_KEYS = {
-    "slurm_partition": "slurm_partition",
+# The one resource this executor reads: a JSON object of Slurm settings per job
+# (see cudagraph_bench.cells.slurm_settings). Its keys -> submitit parameters.
+RESOURCE = "slurm"
+_SETTINGS = {
+    "partition": "slurm_partition",
     "gres": "slurm_gres",
-    "slurm_account": "slurm_account",
+    "account": "slurm_account",
     "qos": "slurm_qos",
     "constraint": "slurm_constraint",
+    "time_min": "timeout_min",
+    "cpus": "cpus_per_task",
+    "mem_gb": "mem_gb",
+    "extra_sbatch": "slurm_additional_parameters",
 }
 # Resources Snakemake itself sets on every job; not ours to interpret.
-_SNAKEMAKE_KEYS = {"_cores", "_nodes", "_job_count", "mem_mib", "disk_mb", "disk_mib", "tmpdir", "mem", "disk", "threads"}
-_OURS = set(_SLURM_KEYS) | {"runtime", "cpus_per_task", "mem_mb", "slurm_extra"}
-VALID_RESOURCES = tuple(sorted(_OURS))
+_SNAKEMAKE_KEYS = {"_cores", "_nodes", "_job_count", "mem_mb", "mem_mib", "disk_mb", "disk_mib", "tmpdir", "mem",
+                   "disk", "threads", "runtime"}  # fmt: skip
 
 _JOB_NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -42,31 +46,29 @@ def job_name(rule: str, wildcards: dict) -> str:
 def parameters(resources: dict, launcher: str, name: str) -> dict:
     """submitit update_parameters() keyword arguments for one job.
 
-    Raises WorkflowError naming an unknown resource key, with the valid ones.
+    Raises WorkflowError naming an unknown resource or setting, with the valid ones.
     """
-    unknown = sorted(k for k in resources if k not in _OURS and k not in _SNAKEMAKE_KEYS)
+    unknown = sorted(k for k in resources if k != RESOURCE and k not in _SNAKEMAKE_KEYS)
     if unknown:
-        raise WorkflowError(
-            f"submitit executor: unknown resource(s) {unknown}; valid: {', '.join(VALID_RESOURCES)}"
-        )
+        raise WorkflowError(f"submitit executor: unknown resource(s) {unknown}; it reads only {RESOURCE!r}")
+    try:
+        settings = json.loads(resources.get(RESOURCE) or "{}")
+    except json.JSONDecodeError as e:
+        raise WorkflowError(f"submitit executor: resource {RESOURCE!r} is not a JSON object: {e}") from e
+    bad = sorted(set(settings) - set(_SETTINGS))
+    if bad:
+        raise WorkflowError(f"submitit executor: unknown Slurm setting(s) {bad}; valid: {', '.join(sorted(_SETTINGS))}")
     params: dict = {"name": name}
-    runtime = resources.get("runtime")
-    if runtime:
-        params["timeout_min"] = int(runtime)
+    if settings.get("time_min"):
+        params["timeout_min"] = int(settings["time_min"])
     if launcher == "local":
         # One machine: partitions, accounts and memory limits do not apply.
         return params
-    for key, param in _SLURM_KEYS.items():
-        value = str(resources.get(key, "") or "")
-        if value:
-            params[param] = value
-    if resources.get("cpus_per_task"):
-        params["cpus_per_task"] = int(resources["cpus_per_task"])
-    if resources.get("mem_mb"):
-        params["mem_gb"] = max(1, math.ceil(int(resources["mem_mb"]) / 1000))
-    extra = json.loads(resources.get("slurm_extra") or "{}")
-    if extra:
-        params["slurm_additional_parameters"] = extra
+    for key, param in _SETTINGS.items():
+        value = settings.get(key)
+        if value in (None, "", {}) or key == "time_min":
+            continue
+        params[param] = int(value) if key in ("cpus", "mem_gb") else value
     return params
 
 
