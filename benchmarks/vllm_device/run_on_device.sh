@@ -88,13 +88,8 @@ info() {
   "$PY" -m pip list 2>/dev/null | grep -iE '^(torch|transformers|tokenizers|numpy|typing.extensions|protobuf|anyio|pydantic|triton|numba|huggingface) ' || true
 }
 
-fix_wrapper() {
-  printf '#!%s\nimport sys\nfrom vllm.entrypoints.cli.main import main\nif __name__ == "__main__":\n    sys.exit(main())\n' "$PY" >"$SITE/bin/vllm"
-}
-
 case "${1:-}" in
   stash) stash; info ;;
-  fix) fix_wrapper ;;
   setup) setup ;;
   run) shift; run "$@" ;;
   *) echo "usage: $0 stash|setup|run [BUDGET_S] [MODEL_DIR] [extra run_cells args]" >&2; exit 2 ;;
