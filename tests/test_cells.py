@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cudagraph_bench import cells
 from cudagraph_bench.cells import Cell, cell_from_path, iter_cells
 

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cudagraph_bench import cells
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
-
-from cudagraph_bench import cells
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")

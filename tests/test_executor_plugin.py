@@ -3,11 +3,10 @@
 import json
 
 import pytest
-from snakemake_interface_common.exceptions import WorkflowError
-
 from snakemake_executor_plugin_submitit import submission
 from snakemake_executor_plugin_submitit.job import SnakemakeJob, job_argv
 from snakemake_executor_plugin_submitit.registry import JobRegistry
+from snakemake_interface_common.exceptions import WorkflowError
 
 SETTINGS = {
     "partition": "gpu-h200",

@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-
 from cudagraph_bench.cells import Cell
 from cudagraph_bench.results import ResultFileError, load_result, make_result, provenance, write_result
 
@@ -13,7 +12,9 @@ CELL = Cell("local", "graph_pool", "latency", "eager", 4)
 
 def result(**kw):
     kw.setdefault("metrics", {"decode_step_ms_median": 1.5})
-    return make_result(CELL, "latency", kw.pop("status", "ok"), prov=provenance("abc", "2026-01-01T00:00:00+00:00"), **kw)
+    return make_result(
+        CELL, "latency", kw.pop("status", "ok"), prov=provenance("abc", "2026-01-01T00:00:00+00:00"), **kw
+    )
 
 
 def test_round_trip(tmp_path):

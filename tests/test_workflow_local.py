@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cudagraph_bench.cells import iter_cells
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +20,19 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     # configfiles last but one: their nargs="+" would swallow a target after them.
-    cmd = [*SNAKEMAKE, *args, "--profile", "profiles/local", "--configfiles", "config/config.yaml", "config/local.yaml", str(TINY)]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
+    cmd = [
+        *SNAKEMAKE,
+        *args,
+        "--profile",
+        "profiles/local",
+        "--configfiles",
+        "config/config.yaml",
+        "config/local.yaml",
+        str(TINY),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=workdir, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -39,7 +49,6 @@ def submitted(proc: subprocess.CompletedProcess) -> list[str]:
 
 def tiny_config() -> dict:
     import yaml
-
     from cudagraph_bench.cells import check_config
 
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -82,7 +91,14 @@ def test_full_local_run_produces_results_tables_and_figures(finished_study):
     lat = json.loads((workdir / "results/raw/local/graph_pool/latency/eager/bs4.json").read_text())
     assert lat["metrics"]["decode_step_ms_median"] > 0
     assert lat["metrics"]["output_tokens_per_s"] > 0
-    for name in ("summary.csv", "status.md", "tables/headline.md", "tables/metrics.tex", "figures/fig1_latency_throughput.pdf", "figures/fig2_speedup.png"):
+    for name in (
+        "summary.csv",
+        "status.md",
+        "tables/headline.md",
+        "tables/metrics.tex",
+        "figures/fig1_latency_throughput.pdf",
+        "figures/fig2_speedup.png",
+    ):
         assert (workdir / "results" / name).stat().st_size > 0, name
     summary = (workdir / "results/summary.csv").read_text()
     assert summary.count("\n") == len(cells) + 1
@@ -125,7 +141,15 @@ def test_bad_config_fails_before_any_job(workdir):
     bad = workdir / "bad.yaml"
     bad.write_text("study:\n  batch_sizes: [1, -4]\n")
     proc = subprocess.run(
-        [*SNAKEMAKE, "--profile", "profiles/local", "--configfiles", "config/config.yaml", "config/local.yaml", str(bad)],
+        [
+            *SNAKEMAKE,
+            "--profile",
+            "profiles/local",
+            "--configfiles",
+            "config/config.yaml",
+            "config/local.yaml",
+            str(bad),
+        ],
         cwd=workdir,
         capture_output=True,
         text=True,

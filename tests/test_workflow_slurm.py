@@ -99,7 +99,7 @@ def test_every_cell_is_a_sbatch_job_on_its_partition(slurm_cluster, workdir):
         gpu = path.split("/")[2]
         assert rows[jid]["State"] == "COMPLETED", rows[jid]
         assert rows[jid]["Partition"] == f"gpu-{gpu}"
-        assert f"gres/gpu:{ 'h200' if gpu == 'h200' else 'l40s'}=1" in rows[jid]["AllocTRES"].lower()
+        assert f"gres/gpu:{'h200' if gpu == 'h200' else 'l40s'}=1" in rows[jid]["AllocTRES"].lower()
         result = json.loads((workdir / path).read_text())
         assert result["status"] == "ok"
         assert result["provenance"]["slurm_job_id"] == jid

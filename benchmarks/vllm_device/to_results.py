@@ -38,7 +38,10 @@ def convert(src: Path, gpu: str) -> tuple[Cell, dict]:
     cell = Cell(gpu, "vllm", workload, d["cell"]["mode"], bs)
     p = d["provenance"]
     gpu_name, driver, _mem = (s.strip() for s in p["gpu"].split(","))
-    spec = {"workload": d["workload"], "model": d["model"], "settings": d["settings"]}
+    workload = dict(d["workload"])
+    if isinstance(workload.get("request_rate"), str) and workload["request_rate"] != "inf":
+        workload["request_rate"] = float(workload["request_rate"])  # the driver wrote "6"; the study says 6
+    spec = {"workload": workload, "model": d["model"], "settings": d["settings"]}
     prov = {
         "host": p["host"],
         "cpu_model": p["cpu_model"],

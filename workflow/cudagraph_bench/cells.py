@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterator
 
 RAW_DIR = "results/raw"
 

@@ -45,7 +45,7 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _cpu_model() -> str:

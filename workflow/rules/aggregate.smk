@@ -29,9 +29,15 @@ rule tables:
         "results/summary.csv",
     output:
         [
-            report(path, caption=f"../report/table_{Path(path).stem}.rst", category="Tables")
-            if path.endswith(".md")
-            else path
+            (
+                report(
+                    path,
+                    caption=f"../report/table_{Path(path).stem}.rst",
+                    category="Tables",
+                )
+                if path.endswith(".md")
+                else path
+            )
             for path in table_outputs()
         ],
     log:
@@ -47,17 +53,23 @@ rule figures:
         "results/summary.csv",
     output:
         [
-            report(path, caption=f"../report/{Path(path).stem}.rst", category="Figures")
-            if path.endswith(".png")
-            else path
+            (
+                report(
+                    path,
+                    caption=f"../report/{Path(path).stem}.rst",
+                    category="Figures",
+                )
+                if path.endswith(".png")
+                else path
+            )
             for path in figure_outputs()
         ],
-    params:
-        capture_sizes=config["graph_pool"]["capture_sizes"],
     log:
         "logs/figures/figures.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        capture_sizes=config["graph_pool"]["capture_sizes"],
     script:
         "../scripts/figures.py"
 

@@ -13,7 +13,6 @@ from cudagraph_bench import cells as cgb_cells  # noqa: E402
 from cudagraph_bench.figures import figure_outputs  # noqa: E402
 from cudagraph_bench.tables import table_outputs  # noqa: E402
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 try:
     cgb_cells.check_config(config)
@@ -46,7 +45,9 @@ def cell_results():
 
 
 # GPU type -> its Slurm settings as one JSON string, computed once.
-SLURM_SETTINGS = {gpu: cgb_cells.slurm_settings(config, gpu) for gpu in config["gpu_types"]}
+SLURM_SETTINGS = {
+    gpu: cgb_cells.slurm_settings(config, gpu) for gpu in config["gpu_types"]
+}
 
 
 def slurm_settings(wildcards):
@@ -59,7 +60,6 @@ def final_outputs():
     # file when what is built from it is up to date, so a deleted result would
     # otherwise never be measured again.
     return [
-
         *cell_results(),
         "results/summary.csv",
         *table_outputs(),

@@ -6,7 +6,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
 import pandas as pd  # noqa: E402
-
 from cudagraph_bench import aggregate as agg  # noqa: E402
 from cudagraph_bench.figures import code_commit, write_figures  # noqa: E402
 

@@ -5,11 +5,10 @@ cancels; the rule body runs inside the submitted job. Select it with
 `executor: submitit` and `submitit-launcher: local|slurm` in a profile.
 """
 
-
 import os
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncGenerator, List
 
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -110,9 +109,7 @@ class Executor(RemoteExecutor):
 
     # -- polling --------------------------------------------------------------------
 
-    async def check_active_jobs(
-        self, active_jobs: List[SubmittedJobInfo]
-    ) -> AsyncGenerator[SubmittedJobInfo, None]:
+    async def check_active_jobs(self, active_jobs: list[SubmittedJobInfo]) -> AsyncGenerator[SubmittedJobInfo, None]:
         if not active_jobs:
             # Also guards a race: Snakemake's status thread starts before __post_init__ runs.
             return
@@ -148,7 +145,7 @@ class Executor(RemoteExecutor):
 
     # -- cancellation -----------------------------------------------------------------
 
-    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
+    def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]):
         ids = []
         for info in active_jobs:
             sjob = info.aux["submitit_job"]

@@ -11,8 +11,22 @@ import submitit
 RUNNING, SUCCESS, FAILED = "running", "success", "failed"
 
 # Slurm states that are not final. PREEMPTED/REQUEUED: submitit requeues the job.
-_SLURM_ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED",
-                 "PREEMPTED", "READY", "UNKNOWN", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+_SLURM_ACTIVE = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "REQUEUED",
+    "RESIZING",
+    "SUSPENDED",
+    "PREEMPTED",
+    "READY",
+    "UNKNOWN",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "SIGNALING",
+    "STAGE_OUT",
+}
 
 
 def poll_slurm(jobs: list[submitit.Job]) -> int:
