@@ -12,16 +12,19 @@ deep software pipelining) rather than to maximise arithmetic. Each kernel reads
 only device tensors (positions, cache rows, lengths) for anything that changes
 between steps, so one captured graph replays correctly for every step.
 
-RMSNorm fusion uses rms(x) being a per-row scalar: (x * rstd * g) @ W^T equals
-rstd * ((x * g) @ W^T), so the sum of squares accumulates in the same loop that
-streams x and the scale is applied in the epilogue; no extra pass and no extra
-kernel.
+M == 1 runs a CUDA-core GEMV (16-byte loads, no shared memory), which streams weights faster
+than a 16-row tensor-core tile padded from one row; M >= 2 runs the tensor-core kernel.
 
-Programmatic dependent launch (`pdl=True`, Hopper and later): each kernel lets the
-next one launch early and waits (`gdc_wait`) before touching anything the previous
-kernel writes. Nothing before the wait writes memory or reads activations; with
-`prefetch=True` a kernel asks for the head of its weight slice into L2 while it
-waits, hiding the ramp-up of each small matmul behind the tail of the last.
+RMSNorm fusion: the norm's weight g is folded into the next matmul's weight at build time
+(model.fold_norm_weights), and rms(x) is a per-row scalar, so rmsnorm(x) @ W^T equals
+(x @ (W diag g)^T) / rms(x): the sum of squares accumulates in the loop that streams x and
+the epilogue scales each row. No extra pass, no extra kernel.
+
+Programmatic dependent launch (`pdl=True`, Hopper and later): each kernel waits (`gdc_wait`)
+before touching anything an earlier kernel writes, and lets the next one launch once its own
+main loop is done (`pdl_late`; triggering at the start was measured slower on an H100); with
+`prefetch_mb` a kernel asks for the head of its weight rows into L2 while it waits. Nothing
+before the wait writes memory or reads activations.
 """
 
 from __future__ import annotations
@@ -83,19 +86,25 @@ def pdl_supported(device: torch.device | None = None) -> bool:
 
 
 # Tile configs measured fastest on an H100 80GB HBM3 (132 SMs) by benchmarks/graph_pool_bench.py's tune
-# stage for the Llama-3.1-8B shapes; (BLOCK_M bucket, N, K) -> (BLOCK_N, BLOCK_K, num_warps, num_stages),
-# None: at M == 1 the tensor-core kernel beat the GEMV. Other shapes and GPUs use the heuristic.
+# stage for the Llama-3.1-8B shapes (results/graph_pool_bench/h100/graph_pool_bench.json, "tune");
+# (BLOCK_M bucket, N, K) -> (BLOCK_N, BLOCK_K, num_warps, num_stages); None: at M == 1 the tensor-core
+# kernel beat the GEMV for that shape. Other shapes and GPUs use the heuristic in linear_config().
 _SM90_132_CONFIGS: dict = {
-    (1, 6144, 4096): (4, 1024, 4, 1),
-    (1, 4096, 4096): (4, 1024, 4, 1),
-    (1, 14336, 4096): (16, 512, 4, 1),
-    (1, 4096, 14336): None,
-    (1, 128256, 4096): (8, 1024, 4, 1),
+    (1, 6144, 4096): (8, 1024, 4, 1),  # qkv
+    (1, 4096, 4096): (4, 1024, 4, 1),  # o
+    (1, 14336, 4096): (16, 512, 4, 1),  # gate/up
+    (1, 4096, 14336): None,  # down
+    (1, 128256, 4096): (8, 1024, 4, 1),  # lm_head
     (16, 6144, 4096): (64, 128, 4, 4),
     (16, 4096, 4096): (32, 256, 4, 4),
     (16, 14336, 4096): (64, 128, 4, 4),
     (16, 4096, 14336): (32, 256, 4, 4),
     (16, 128256, 4096): (64, 128, 4, 4),
+    (64, 6144, 4096): (64, 64, 4, 5),
+    (64, 4096, 4096): (16, 128, 4, 4),
+    (64, 14336, 4096): (32, 64, 4, 6),
+    (64, 4096, 14336): (32, 128, 4, 4),
+    (64, 128256, 4096): (64, 64, 4, 5),
 }
 
 
