@@ -138,6 +138,12 @@ def test_killed_snakemake_reattaches_instead_of_resubmitting(slurm_cluster, work
     first_ids = {path: rec["job_id"] for path, rec in reg.items()}
     proc.send_signal(signal.SIGKILL)  # a login-node disconnect: no clean-up at all
     proc.wait()
+    # The status grid sees the orphaned jobs in the queue, with their ids.
+    grid = subprocess.run([sys.executable, "-m", "cudagraph_bench", "status", "--config", "config/config.yaml",
+                           str(TINY)], cwd=workdir, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for jid in first_ids.values():
+        assert jid in grid, grid
+    assert "running" in grid.lower() or "pending" in grid.lower(), grid
     # Snakemake leaves its lock behind after SIGKILL; the README says to unlock first.
     run(workdir, "--unlock")
     again = run(workdir, env={"CGB_INJECT_FAILURE": "sleep25"})
@@ -179,3 +185,17 @@ def test_cuda_oom_inside_the_job_is_status_oom(slurm_cluster, workdir):
     result = json.loads((workdir / target).read_text())
     assert result["status"] == "oom"
     assert result["provenance"]["slurm_job_id"]
+
+
+def test_ctrl_c_cancels_the_jobs_this_run_submitted(slurm_cluster, workdir):
+    env = {**os.environ, "CGB_INJECT_FAILURE": "sleep60"}
+    proc = subprocess.Popen(command(), cwd=workdir, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    reg = wait_for(lambda: len(registry(workdir)) == len(CELLS) and registry(workdir), what="all cells submitted")
+    ids = [rec["job_id"] for rec in reg.values()]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert "Cancelled 4 job(s) this run submitted" in err
+    states = wait_for(lambda: (s := sacct(ids)) and all(r["State"] == "CANCELLED" for r in s.values()) and s,
+                      what="every job CANCELLED in sacct")  # fmt: skip
+    assert sorted(states) == sorted(ids)
+    assert registry(workdir) == {}  # nothing left to re-attach to

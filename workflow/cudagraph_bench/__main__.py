@@ -25,12 +25,18 @@ class Verb:
     add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
 
 
-def load_config(path: str | Path) -> dict:
-    """Read the study config and check its cross-references; exits with the message on a bad one."""
+def load_config(path: str | Path | list) -> dict:
+    """Read the study config (several files: later ones laid over earlier ones, as
+    Snakemake's --configfiles do) and check its cross-references; exits with the message on a bad one."""
+    from snakemake.utils import update_config
+
     from .cells import ConfigError, check_config
 
+    paths = path if isinstance(path, list) else [path]
     try:
-        config = yaml.safe_load(Path(path).read_text())
+        config: dict = {}
+        for path in paths:
+            update_config(config, yaml.safe_load(Path(path).read_text()) or {})
         check_config(config)
     except FileNotFoundError:
         raise SystemExit(f"error: config file {path} not found (pass --config)") from None
@@ -40,7 +46,12 @@ def load_config(path: str | Path) -> dict:
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"the study config (default: {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--config",
+        nargs="+",
+        default=[DEFAULT_CONFIG],
+        help=f"the study config; several files are laid over each other in order (default: {DEFAULT_CONFIG})",
+    )
 
 
 def _add_results(p: argparse.ArgumentParser) -> None:
@@ -74,10 +85,10 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
     root = _root_of(args.results)
     capture_sizes: list[int] = []
-    if Path(args.config).exists():
+    if all(Path(c).exists() for c in args.config):
         capture_sizes = list(load_config(args.config)["graph_pool"]["capture_sizes"])
     else:
-        print(f"note: {args.config} not found: the padding-waste figure has no capture sizes", file=sys.stderr)
+        print(f"note: {' '.join(args.config)} not found: the padding-waste figure has no capture sizes", file=sys.stderr)
     try:
         written = rebuild(root, capture_sizes=capture_sizes, commit=code_commit())
     except (ResultFileError, AggregationError) as e:

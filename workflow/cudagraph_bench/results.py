@@ -48,7 +48,7 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     # Eager decode is bound by the host CPU's launch speed: the same GPU behind a
     # slower CPU gave a 28 ms eager step instead of 16.7 ms, so always record it.
     try:
@@ -106,7 +106,7 @@ def provenance(config_hash: str, started_utc: str) -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "host": socket.gethostname(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "started_utc": started_utc,
         "finished_utc": utc_now(),
         "python": sys.version.split()[0],
