@@ -67,6 +67,12 @@ def sacct(job_ids) -> dict[str, dict]:
     return rows
 
 
+def job_name(path: str) -> str:
+    """The Slurm job name the executor gives a cell: cgb.<rule>.<wildcards...>."""
+    gpu, backend, workload, mode, point = Path(path).with_suffix("").parts[2:]
+    return f"cgb.cell_{backend}.{gpu}.{workload}.{mode}.{point}"
+
+
 def jobs_named(name_part: str) -> list[str]:
     out = subprocess.run(["sacct", "-X", "-P", "-n", "-S", "now-1hour", "-o", "JobID,JobName%200"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -120,17 +126,17 @@ def test_scancel_fails_one_cell_and_the_rerun_submits_only_it(slurm_cluster, wor
     assert f"cell job {jid} failed: Slurm state CANCELLED" in err
     assert not (workdir / victim).exists()
     assert all((workdir / p).exists() for p in CELLS if p != victim)
-    before = len(jobs_named("h200.graph_pool.startup.eager.single"))
+    before = len(jobs_named(job_name(victim)))
 
     again = run(workdir)
     assert list(submitted(again.stderr)) == [victim]
-    assert len(jobs_named("h200.graph_pool.startup.eager.single")) == before + 1
+    assert len(jobs_named(job_name(victim))) == before + 1
     assert json.loads((workdir / victim).read_text())["status"] == "ok"
     assert (workdir / "results/tables/headline.md").exists()
 
 
 def test_killed_snakemake_reattaches_instead_of_resubmitting(slurm_cluster, workdir):
-    names = {path: ".".join(Path(path).with_suffix("").parts[2:]) for path in CELLS}
+    names = {path: job_name(path) for path in CELLS}
     earlier = {path: set(jobs_named(name)) for path, name in names.items()}  # from other tests
     env = {**os.environ, "CGB_INJECT_FAILURE": "sleep25"}
     proc = subprocess.Popen(command(), cwd=workdir, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

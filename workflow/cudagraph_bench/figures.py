@@ -44,6 +44,7 @@ from .aggregate import (
     write_summary,
 )
 from .cells import BACKEND_KINDS, BACKEND_MODES
+from .outputs import FIGURE_FORMATS, FIGURE_NAMES, figure_outputs  # noqa: F401 - figure_outputs re-exported
 from .results import REPO_ROOT
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies.
@@ -101,7 +102,6 @@ STYLE = {
 # No dates, no tool names: these would change the bytes from one rebuild to the next.
 PDF_METADATA = {"CreationDate": None, "Creator": None, "Producer": None}
 PNG_METADATA = {"Software": None}
-FIGURE_FORMATS = ("pdf", "png", "json")
 
 
 def new_figure(width_in: float, height_in: float, ncols: int = 1, nrows: int = 1):
@@ -517,21 +517,6 @@ def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
     fig.suptitle("Decode step vs the memory-bandwidth floor (label: graph / floor)", fontsize=9)
     return fig
-
-
-FIGURE_NAMES = (
-    "fig1_latency_throughput",
-    "fig2_speedup",
-    "fig3_startup",
-    "fig4_capture_cost",
-    "fig5_padding",
-    "fig6_roofline",
-)
-
-
-def figure_outputs(out_dir: str | os.PathLike = "results/figures") -> list[str]:
-    """Every file `write_figures` writes (for Snakemake outputs)."""
-    return [f"{Path(out_dir).as_posix()}/{name}.{ext}" for name in FIGURE_NAMES for ext in FIGURE_FORMATS]
 
 
 def build_figures(

@@ -25,6 +25,7 @@ import pandas as pd
 
 from .aggregate import MISSING, NOT_APPLICABLE, Lookup, sidecar, write_atomic
 from .cells import BACKEND_KINDS
+from .outputs import TABLE_FORMATS, TABLE_NAMES, table_outputs  # noqa: F401 - table_outputs re-exported
 
 SIG = 3  # significant figures of every number in every table
 DERIVED_GAP = "—"  # a ratio or prediction whose input is a gap
@@ -34,8 +35,6 @@ MODE_LABELS = {"eager": "Eager", "cudagraph": "CUDA graph", "compile_nograph": "
 HEADLINE_WORKLOADS = ("latency_long", "latency")
 # The model holds where |predicted - measured| / measured is at most this.
 MODEL_TOLERANCE = 0.10
-TABLE_NAMES = ("headline", "metrics", "launch_model")
-TABLE_FORMATS = ("csv", "md", "tex", "json")
 
 
 def fmt(x: float | str | None) -> str:
@@ -462,11 +461,6 @@ def to_latex(table: Table) -> str:
         lines.append(f"\\multicolumn{{{len(table.columns)}}}{{l}}{{\\footnotesize {latex_escape(note)}}} \\\\")
     lines.append("\\end{tabular}")
     return "\n".join(lines) + "\n"
-
-
-def table_outputs(out_dir: str | os.PathLike = "results/tables") -> list[str]:
-    """Every file `write_tables` writes (for Snakemake outputs)."""
-    return [f"{Path(out_dir).as_posix()}/{name}.{ext}" for name in TABLE_NAMES for ext in TABLE_FORMATS]
 
 
 def write_table(

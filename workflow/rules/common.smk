@@ -10,8 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from cudagraph_bench import cells as cgb_cells  # noqa: E402
-from cudagraph_bench.figures import figure_outputs  # noqa: E402
-from cudagraph_bench.tables import table_outputs  # noqa: E402
+from cudagraph_bench.outputs import figure_outputs, table_outputs  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
@@ -33,7 +32,6 @@ if config.get("rerun_errors") and workflow.is_main_process:
 
 wildcard_constraints:
     gpu=r"[a-z0-9][a-z0-9._-]*",
-    backend="graph_pool|vllm",
     workload=r"[a-z0-9][a-z0-9._-]*",
     mode="eager|cudagraph|compile_nograph",
     point=r"bs[1-9][0-9]*|single",
