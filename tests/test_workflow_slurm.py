@@ -70,7 +70,7 @@ def sacct(job_ids) -> dict[str, dict]:
 def job_name(path: str) -> str:
     """The Slurm job name the executor gives a cell: cgb.<rule>.<wildcards...>."""
     gpu, backend, workload, mode, point = Path(path).with_suffix("").parts[2:]
-    return f"cgb.cell_{backend}.{gpu}.{workload}.{mode}.{point}"
+    return f"cgb.cell_{backend}_{gpu}.{workload}.{mode}.{point}"
 
 
 def jobs_named(name_part: str) -> list[str]:

@@ -1,28 +1,24 @@
 # One job per cell, one result file per cell. The rule body runs inside the
-# Slurm (or local) job that the submitit executor submits. One rule per backend,
-# so each names its conda environment without a wildcard.
+# Slurm (or local) job that the submitit executor submits.
+#
+# One rule per backend and GPU type: each then names its conda environment and
+# its Slurm settings as constants. (Callables evaluated per job, e.g. a resource
+# that looks the GPU type up from a wildcard, cost Snakemake an inspect.signature
+# for every job, which made planning a 2,000-cell study slow.)
 
+for backend in config["study"]["backends"]:
+    for gpu in config["study"]["gpus"]:
 
-rule cell_graph_pool:
-    output:
-        "results/raw/{gpu}/graph_pool/{workload}/{mode}/{point}.json",
-    log:
-        "logs/cell/{gpu}/graph_pool/{workload}/{mode}/{point}.log",
-    resources:
-        # One resource holding the GPU type's Slurm settings as JSON: one function
-        # call per cell keeps planning 2,000 cells fast (each callable costs Snakemake
-        # an inspect.signature per job).
-        slurm=slurm_settings,
-    conda:
-        "../../envs/graph_pool.yaml"
-    script:
-        "../scripts/run_cell.py"
-
-
-use rule cell_graph_pool as cell_vllm with:
-    output:
-        "results/raw/{gpu}/vllm/{workload}/{mode}/{point}.json",
-    log:
-        "logs/cell/{gpu}/vllm/{workload}/{mode}/{point}.log",
-    conda:
-        "../../envs/vllm.yaml"
+        rule:
+            name:
+                f"cell_{backend}_{gpu}"
+            output:
+                f"results/raw/{gpu}/{backend}/{{workload}}/{{mode}}/{{point}}.json",
+            log:
+                f"logs/cell/{gpu}/{backend}/{{workload}}/{{mode}}/{{point}}.log",
+            conda:
+                f"../../envs/{backend}.yaml"
+            resources:
+                slurm=SLURM_SETTINGS[gpu],
+            script:
+                "../scripts/run_cell.py"

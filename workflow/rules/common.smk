@@ -31,7 +31,6 @@ if config.get("rerun_errors") and workflow.is_main_process:
 
 
 wildcard_constraints:
-    gpu=r"[a-z0-9][a-z0-9._-]*",
     workload=r"[a-z0-9][a-z0-9._-]*",
     mode="eager|cudagraph|compile_nograph",
     point=r"bs[1-9][0-9]*|single",
@@ -46,11 +45,6 @@ def cell_results():
 SLURM_SETTINGS = {
     gpu: cgb_cells.slurm_settings(config, gpu) for gpu in config["gpu_types"]
 }
-
-
-def slurm_settings(wildcards):
-    """This cell's GPU type's Slurm settings (the executor plugin reads them)."""
-    return SLURM_SETTINGS[wildcards.gpu]
 
 
 def final_outputs():

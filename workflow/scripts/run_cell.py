@@ -1,4 +1,4 @@
-"""Snakemake script for rule `cell`: measure one cell, write its result file."""
+"""Snakemake script for the cell rules (cell_<backend>_<gpu>): measure one cell, write its result file."""
 
 import sys
 from pathlib import Path
