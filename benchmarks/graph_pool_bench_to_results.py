@@ -12,7 +12,6 @@ Usage: python benchmarks/graph_pool_bench_to_results.py [--src ...json] [--gpu h
 """
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
-from cudagraph_bench.cells import Cell  # noqa: E402
+from cudagraph_bench.cells import Cell, config_hash  # noqa: E402
 from cudagraph_bench.results import make_result, write_result  # noqa: E402
 
 
@@ -36,7 +35,7 @@ def _provenance(bench: dict, spec: dict) -> dict:
         "packages": {"torch": p["torch"], "triton": p.get("triton")},
         "git_commit": commit.split("+")[0] if commit else None,
         "git_dirty": ("+dirty" in commit) if commit else None,
-        "config_hash": hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16],
+        "config_hash": config_hash(spec),
         "slurm_job_id": None,
         "gpu_name": p["gpu"],
         "gpu_count": 1,

@@ -9,7 +9,6 @@ Usage: python benchmarks/vllm_device/to_results.py [--src results/vllm_h100] [--
 """
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "workflow"))
 
-from cudagraph_bench.cells import Cell  # noqa: E402
+from cudagraph_bench.cells import Cell, config_hash  # noqa: E402
 from cudagraph_bench.results import make_result, write_result  # noqa: E402
 
 
@@ -52,7 +51,7 @@ def convert(src: Path, gpu: str) -> tuple[Cell, dict]:
         "git_commit": None,
         "git_dirty": None,
         # The device run used its own settings (spec.settings), not a study config.
-        "config_hash": hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16],
+        "config_hash": config_hash(spec),
         "slurm_job_id": None,
         "gpu_name": gpu_name,
         "gpu_count": 1,

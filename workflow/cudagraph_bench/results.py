@@ -145,12 +145,18 @@ def make_result(
     }
 
 
-def write_result(path: str | os.PathLike, result: dict) -> None:
-    """Validate, then write atomically: a temporary file in the same folder, fsync, rename."""
+def _check_schema(path, result: dict) -> None:
+    """Raise ResultFileError naming `path` and the first place `result` breaks the schema."""
     errors = sorted(_validator().iter_errors(result), key=lambda e: list(e.path))
     if errors:
         e = errors[0]
-        raise ResultFileError(f"{path}: result does not match the schema at {'/'.join(map(str, e.path))}: {e.message}")
+        where = "/".join(map(str, e.path)) or "(top level)"
+        raise ResultFileError(f"{path}: does not match the result schema at {where}: {e.message}")
+
+
+def write_result(path: str | os.PathLike, result: dict) -> None:
+    """Validate, then write atomically: a temporary file in the same folder, fsync, rename."""
+    _check_schema(path, result)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_inf_to_str(result), indent=1, sort_keys=True) + "\n"
@@ -188,11 +194,7 @@ def load_result(path: str | os.PathLike, root: str | os.PathLike | None = None) 
         result = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultFileError(f"{path}: not a readable JSON result file ({e})") from e
-    errors = sorted(_validator().iter_errors(result), key=lambda e: list(e.path))
-    if errors:
-        e = errors[0]
-        where = "/".join(map(str, e.path)) or "(top level)"
-        raise ResultFileError(f"{path}: does not match the result schema at {where}: {e.message}")
+    _check_schema(path, result)
     rel = path.relative_to(root) if root is not None else path
     try:
         expected = cell_from_path(str(rel))

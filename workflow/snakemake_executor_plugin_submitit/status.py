@@ -67,9 +67,10 @@ def classify(job: submitit.Job, state: str) -> tuple[str, str]:
     exc = job.exception()
     if exc is None:
         return SUCCESS, state
-    return FAILED, _first_line(str(exc))
+    return FAILED, _last_line(str(exc))
 
 
-def _first_line(text: str) -> str:
+def _last_line(text: str) -> str:
+    """The last non-empty line of a traceback: the exception's own message."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else text

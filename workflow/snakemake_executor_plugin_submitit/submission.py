@@ -38,7 +38,7 @@ _JOB_NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def job_name(rule: str, wildcards: dict) -> str:
-    """A Slurm job name that names the cell, e.g. cgb.cell.h200.vllm.latency.eager.bs1."""
+    """A Slurm job name that names the cell, e.g. cgb.cell_vllm_h200.latency.eager.bs1."""
     parts = ["cgb", rule, *(str(v) for v in wildcards.values())]
     return _JOB_NAME_BAD.sub("_", ".".join(parts))[:200]
 
