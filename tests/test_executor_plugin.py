@@ -1,6 +1,8 @@
 """The submitit executor plugin's pure parts: resources -> submitit parameters, the job argv, the registry."""
 
+import functools
 import json
+import os
 
 import pytest
 from snakemake_executor_plugin_submitit import submission
@@ -37,8 +39,42 @@ def test_slurm_parameters_map_every_setting():
     }
 
 
-def test_local_parameters_keep_only_the_time_limit():
-    assert submission.parameters(RES, "local", "n") == {"name": "n", "timeout_min": 90}
+def test_local_parameters_keep_the_time_limit_and_the_gpus(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert submission.parameters(RES, "local", "n") == {"name": "n", "timeout_min": 90, "gpus_per_node": 1}
+    two = {"slurm": json.dumps({**SETTINGS, "gpus": 2})}
+    assert submission.parameters(two, "local", "n")["gpus_per_node"] == 2
+
+
+def test_slurm_gets_its_gpus_from_gres_not_from_gpus_per_node():
+    p = submission.parameters({"slurm": json.dumps({**SETTINGS, "gpus": 1})}, "slurm", "n")
+    assert "gpus_per_node" not in p and p["slurm_gres"] == "gpu:H200:1"
+
+
+def _job_env(tmp_path, settings: dict, name: str) -> str | None:
+    """CUDA_VISIBLE_DEVICES as a real local submitit job, built by the plugin, sees it."""
+    ex = submission.make_executor("local", tmp_path / name)
+    params = submission.parameters({"slurm": json.dumps(settings)}, "local", name)
+    job = submission.submit(ex, params, functools.partial(os.getenv, "CUDA_VISIBLE_DEVICES"))
+    return job.result()
+
+
+def test_the_local_job_environment_exposes_the_cells_gpus(tmp_path, monkeypatch):
+    # Without gpus_per_node, submitit's local launcher sets CUDA_VISIBLE_DEVICES="" and the
+    # job sees no GPU at all (how an H200 run once recorded every cell "no CUDA device").
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert _job_env(tmp_path, {**SETTINGS, "gpus": 1}, "one") == "0"
+    assert _job_env(tmp_path, {**SETTINGS, "gpus": 2}, "two") == "0,1"
+    assert _job_env(tmp_path, {**SETTINGS, "gpus": 0}, "none") == ""
+    # the GPUs this process was given are the ones handed on
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert _job_env(tmp_path, {**SETTINGS, "gpus": 1}, "given") == "3"
+
+
+def test_more_gpus_than_this_process_may_use_is_refused(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(WorkflowError, match=r"asks for 1 GPU.*CUDA_VISIBLE_DEVICES=''"):
+        submission.parameters({"slurm": json.dumps({**SETTINGS, "gpus": 1})}, "local", "n")
 
 
 def test_unknown_resource_or_setting_is_refused_with_the_valid_ones():

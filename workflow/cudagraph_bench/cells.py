@@ -10,27 +10,41 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-RAW_DIR = "results/raw"
+# Everything a run writes lives under its results_dir (config key, default "results"):
+# raw/ (one result file per cell), summary.csv, tables/, figures/, status.md, superseded/.
+# "results" holds the committed paper outputs; the local profile writes "results/local".
+DEFAULT_RESULTS_DIR = "results"
+RAW_DIR = f"{DEFAULT_RESULTS_DIR}/raw"  # the committed results' raw/ (Cell.path)
+# Where the local profile wrote before it had its own results_dir: never part of the committed outputs.
+LEGACY_LOCAL_RAW = f"{RAW_DIR}/local"
 
 # What each backend can do at all (not "what works on this node": that is a
 # result status). graph_pool has no server, so no serving cells; only vLLM has
 # a compile-without-graphs mode.
 BACKEND_KINDS = {
-    "graph_pool": ("latency", "startup"),
+    "graph_pool": ("latency", "startup", "check", "capture_study"),
     "vllm": ("latency", "startup", "serving"),
+}
+# Kinds that exist only in some modes: the pool's correctness check and capture
+# study are about its graphs, so they are cudagraph cells only.
+KIND_MODES = {
+    "check": ("cudagraph",),
+    "capture_study": ("cudagraph",),
 }
 BACKEND_MODES = {
     "graph_pool": ("eager", "cudagraph"),
     "vllm": ("eager", "cudagraph", "compile_nograph"),
 }
 
-# results/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json, point = bs<N> or "single"
+# {results_dir}/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json, point = bs<N> or "single"
 _PATH_RE = re.compile(
-    r"^results/raw/(?P<gpu>[^/]+)/(?P<backend>[^/]+)/(?P<workload>[^/]+)/"
+    r"^(?:(?P<results_dir>.+)/)?raw/(?P<gpu>[^/]+)/(?P<backend>[^/]+)/(?P<workload>[^/]+)/"
     r"(?P<mode>[^/]+)/(?P<point>bs[1-9][0-9]*|single)\.json$"
 )
 
@@ -53,7 +67,12 @@ class Cell:
 
     @property
     def path(self) -> str:
-        return f"{RAW_DIR}/{self.gpu}/{self.backend}/{self.workload}/{self.mode}/{self.point}.json"
+        """The result file under the committed results (results/raw/...)."""
+        return self.path_in(DEFAULT_RESULTS_DIR)
+
+    def path_in(self, results_dir: str) -> str:
+        """The result file under `results_dir`: {results_dir}/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json."""
+        return f"{results_dir}/raw/{self.gpu}/{self.backend}/{self.workload}/{self.mode}/{self.point}.json"
 
     @property
     def slug(self) -> str:
@@ -64,14 +83,50 @@ class Cell:
         return asdict(self)
 
 
-def cell_from_path(path: str) -> Cell:
-    """Parse a result path back into its cell. Raises ValueError naming the path."""
-    m = _PATH_RE.match(path.replace("\\", "/").lstrip("./"))
+def split_result_path(path: str) -> tuple[str, Cell]:
+    """A result path -> (its results_dir, its cell). Raises ValueError naming the path."""
+    norm = path.replace("\\", "/")
+    while norm.startswith("./"):
+        norm = norm[2:]
+    m = _PATH_RE.match(norm)
     if m is None:
-        raise ValueError(f"{path!r} is not a result path of the form {RAW_DIR}/GPU/BACKEND/WORKLOAD/MODE/bsN.json")
+        raise ValueError(
+            f"{path!r} is not a result path of the form RESULTS_DIR/raw/GPU/BACKEND/WORKLOAD/MODE/bsN.json"
+        )
     point = m["point"]
     bs = None if point == "single" else int(point[2:])
-    return Cell(m["gpu"], m["backend"], m["workload"], m["mode"], bs)
+    return m["results_dir"] or "", Cell(m["gpu"], m["backend"], m["workload"], m["mode"], bs)
+
+
+def cell_from_path(path: str) -> Cell:
+    """Parse a result path (under any results_dir) back into its cell. Raises ValueError naming the path."""
+    return split_result_path(path)[1]
+
+
+def find_result_files(root: str | os.PathLike = ".", results_dir: str = DEFAULT_RESULTS_DIR) -> list[str]:
+    """Every result file under ROOT/RESULTS_DIR/raw, as sorted paths relative to ROOT.
+
+    Only RESULTS_DIR/raw/*/*/*/*/*.json: another results_dir nested inside (results/local
+    under results) is never read."""
+    root = Path(root)
+    return sorted(p.relative_to(root).as_posix() for p in (root / results_dir / "raw").glob("*/*/*/*/*.json"))
+
+
+def results_dir_of(config: dict) -> str:
+    """The config's results_dir (the schema's default where the key is absent), without a trailing slash."""
+    return str(config.get("results_dir") or DEFAULT_RESULTS_DIR).rstrip("/")
+
+
+def legacy_local_results(root: str | os.PathLike = ".", results_dir: str = DEFAULT_RESULTS_DIR) -> str | None:
+    """A message if the committed results' raw/ still holds a local run from before the local
+    profile had its own results_dir (it would otherwise be mixed into the paper outputs), else None."""
+    if Path(results_dir).as_posix() != DEFAULT_RESULTS_DIR or not (Path(root) / LEGACY_LOCAL_RAW).is_dir():
+        return None
+    return (
+        f"{LEGACY_LOCAL_RAW}/ holds results of the local profile from before it wrote under results/local/; "
+        f"the committed outputs are built from {RAW_DIR}/ only. Move them to where the local profile now "
+        f"keeps them (mkdir -p results/local/raw && mv {LEGACY_LOCAL_RAW} results/local/raw/) or delete them."
+    )
 
 
 def check_config(config: dict) -> None:
@@ -104,6 +159,14 @@ def check_config(config: dict) -> None:
                 f"workloads.{name}: input_len + output_len = {w['input_len'] + w['output_len']} exceeds "
                 f"models.{study['model']}.max_seq_len = {model['max_seq_len']}"
             )
+    for gpu in study["gpus"]:
+        g = config["gpu_types"][gpu]
+        count = g.get("gres", "").rpartition(":")[2]
+        if count and int(count) != g.get("gpus", 1):
+            raise ConfigError(
+                f"gpu_types.{gpu}: gres {g['gres']!r} asks Slurm for {count} GPU(s) but gpus is {g.get('gpus', 1)}; "
+                "make them agree"
+            )
     if not list(iter_cells(config)):
         raise ConfigError("study: the chosen backends, modes and workloads give no cell to measure")
 
@@ -124,8 +187,9 @@ def iter_cells(config: dict) -> Iterator[Cell]:
             for workload in study["workloads"]:
                 if config["workloads"][workload]["kind"] not in BACKEND_KINDS[backend]:
                     continue
+                kind = config["workloads"][workload]["kind"]
                 for mode in study["modes"]:
-                    if mode not in BACKEND_MODES[backend]:
+                    if mode not in BACKEND_MODES[backend] or mode not in KIND_MODES.get(kind, (mode,)):
                         continue
                     sizes = batch_sizes(config, workload)
                     for bs in sizes if sizes is not None else [None]:
@@ -166,6 +230,7 @@ def job_spec(config: dict, cell: Cell, config_hash_: str | None = None) -> dict:
 def slurm_settings(config: dict, gpu: str) -> str:
     """A GPU type's Slurm settings as the JSON string the executor plugin reads
     (resource `slurm`); keys as in config, empty strings meaning "cluster default"."""
+    from snakemake_executor_plugin_submitit.submission import SETTING_DEFAULTS
+
     g = config["gpu_types"][gpu]
-    keys = ("partition", "gres", "account", "qos", "constraint", "time_min", "cpus", "mem_gb", "extra_sbatch")
-    return json.dumps({k: g.get(k, "" if k != "extra_sbatch" else {}) for k in keys}, sort_keys=True)
+    return json.dumps({k: g.get(k, default) for k, default in SETTING_DEFAULTS.items()}, sort_keys=True)

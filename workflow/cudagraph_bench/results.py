@@ -70,6 +70,25 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+COMMIT_ENV = "CGB_GIT_COMMIT"  # a copy of the code without .git (e.g. sent to a GPU machine) names its commit here
+
+
+def code_version() -> tuple[str | None, bool | None, str]:
+    """(commit, dirty, where it was read) of this repository's code.
+
+    Only a git work tree whose top level is this repository counts: a copy of the code inside
+    another repository (or none) must not report that repository's commit. Without one, the
+    commit comes from $CGB_GIT_COMMIT (dirty from $CGB_GIT_DIRTY, "1" or "0"), else it is None."""
+    top = _git("rev-parse", "--show-toplevel")
+    if top is not None and Path(top).resolve() == REPO_ROOT.resolve():
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        return _git("rev-parse", "HEAD"), None if status is None else bool(status), "git"
+    if os.environ.get(COMMIT_ENV):
+        dirty = os.environ.get("CGB_GIT_DIRTY")
+        return os.environ[COMMIT_ENV], None if dirty is None else dirty == "1", COMMIT_ENV
+    return None, None, "none"
+
+
 def _gpu_info() -> dict:
     info = {"gpu_name": None, "gpu_count": 0, "driver": None, "cuda": None}
     try:
@@ -102,8 +121,7 @@ def provenance(config_hash: str, started_utc: str) -> dict:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             packages[name] = None
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit, dirty, source = code_version()
     return {
         "host": socket.gethostname(),
         "cpu_model": cpu_model(),
@@ -112,7 +130,10 @@ def provenance(config_hash: str, started_utc: str) -> dict:
         "python": sys.version.split()[0],
         "packages": packages,
         "git_commit": commit,
-        "git_dirty": None if status is None else bool(status),
+        "git_dirty": dirty,
+        "git_source": source,
+        "launcher": os.environ.get("SUBMITIT_EXECUTOR") or ("slurm" if os.environ.get("SLURM_JOB_ID") else None),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "config_hash": config_hash,
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         **_gpu_info(),
@@ -155,21 +176,35 @@ def _check_schema(path, result: dict) -> None:
 
 
 def write_result(path: str | os.PathLike, result: dict) -> None:
-    """Validate, then write atomically: a temporary file in the same folder, fsync, rename."""
+    """Validate, then write atomically (write_text_atomic)."""
     _check_schema(path, result)
+    write_atomic(path, json.dumps(_inf_to_str(result), indent=1, sort_keys=True) + "\n")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write data so that readers see the old file or the whole new one, never a part: a temporary
+    file in the same folder, fsync, rename. The file gets the permissions of the user's umask (as
+    open() would give it), not mkstemp's 0600, so a group sharing a project directory can read it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_inf_to_str(result), indent=1, sort_keys=True) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def _inf_to_str(o):

@@ -36,14 +36,21 @@ def _is_cuda_oom(exc: BaseException) -> bool:
 
 def _check_device(spec: dict) -> None:
     """Refuse to measure on the wrong GPU (a mis-set partition would otherwise
-    file L40S numbers under h200)."""
+    file L40S numbers under h200), and never turn a GPU the job was not given
+    into a quiet "unsupported"."""
     want = spec.get("device_match") or ""
     if not want:
         return
     import torch
 
     if not torch.cuda.is_available():
-        raise Unsupported(f"this cell needs a GPU matching {want!r}, but this node has no CUDA device")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        launcher = os.environ.get("SUBMITIT_EXECUTOR") or ("slurm" if os.environ.get("SLURM_JOB_ID") else "none")
+        raise MeasurementError(
+            f"this cell needs a GPU matching {want!r}, but the job sees no CUDA device "
+            f"(CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr(visible)}, launcher {launcher!r}): "
+            f"check gpu_types.{spec['cell']['gpu']}.gpus (local launcher) or its gres (Slurm)"
+        )
     name = torch.cuda.get_device_name(0)
     if want.lower() not in name.lower():
         raise MeasurementError(f"this cell needs a GPU matching {want!r}, but the job got {name!r}")
@@ -127,6 +134,7 @@ def run_cell(spec: dict, out_path: str, log: TextIO) -> dict:
         status, reason = "unsupported", str(e)
     except MeasurementError as e:
         status, reason = "error", str(e)
+        details = getattr(e, "details", {})  # e.g. every comparison of a failed correctness check
     except Exception as e:  # noqa: BLE001 - every outcome must be written
         if _is_cuda_oom(e):
             status, reason = "oom", f"CUDA out of memory: {e}"

@@ -20,5 +20,8 @@ for backend in config["study"]["backends"]:
                 f"../../envs/{backend}.yaml"
             resources:
                 slurm=SLURM_SETTINGS[gpu],
+            # The pool's cells take seconds, vLLM's minutes (an engine start each):
+            # where both wait, the quick ones run first.
+            priority: 1 if backend == "graph_pool" else 0
             script:
                 "../scripts/run_cell.py"

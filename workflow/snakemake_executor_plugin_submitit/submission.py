@@ -8,6 +8,7 @@ maps them onto submitit's parameters, and it rejects keys it does not know.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -29,7 +30,10 @@ _SETTINGS = {
     "cpus": "cpus_per_task",
     "mem_gb": "mem_gb",
     "extra_sbatch": "slurm_additional_parameters",
+    "gpus": "gpus_per_node",
 }
+# The settings contract: every key the resource may carry, and its value when absent.
+SETTING_DEFAULTS = {key: ({} if key == "extra_sbatch" else 1 if key == "gpus" else "") for key in _SETTINGS}
 # Resources Snakemake itself sets on every job; not ours to interpret.
 _SNAKEMAKE_KEYS = {"_cores", "_nodes", "_job_count", "mem_mb", "mem_mib", "disk_mb", "disk_mib", "tmpdir", "mem",
                    "disk", "threads", "runtime"}  # fmt: skip
@@ -62,14 +66,39 @@ def parameters(resources: dict, launcher: str, name: str) -> dict:
     if settings.get("time_min"):
         params["timeout_min"] = int(settings["time_min"])
     if launcher == "local":
-        # One machine: partitions, accounts and memory limits do not apply.
+        # One machine: partitions, accounts and memory limits do not apply. The GPUs do:
+        # submitit's local launcher sets the job's CUDA_VISIBLE_DEVICES to exactly the GPUs
+        # asked for (none unless told), taken from the ones this process may use.
+        gpus = int(settings.get("gpus", SETTING_DEFAULTS["gpus"]))
+        params["gpus_per_node"] = gpus
+        visible = _visible_gpus()
+        if gpus and visible is not None:
+            if gpus > len(visible):
+                raise WorkflowError(
+                    f"submitit executor: a cell asks for {gpus} GPU(s) (gpu_types.*.gpus) but "
+                    f"CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r} leaves {len(visible)}"
+                )
+            params["visible_gpus"] = visible
         return params
     for key, param in _SETTINGS.items():
         value = settings.get(key)
-        if value in (None, "", {}) or key == "time_min":
+        # Slurm gives the job its GPUs through gres (and sets CUDA_VISIBLE_DEVICES itself).
+        if value in (None, "", {}) or key in ("time_min", "gpus"):
             continue
         params[param] = int(value) if key in ("cpus", "mem_gb") else value
     return params
+
+
+def _visible_gpus() -> list[int] | None:
+    """The GPU indices this process's CUDA_VISIBLE_DEVICES allows, or None when it is unset
+    (or names GPUs by UUID, which submitit cannot pass on: then its own 0..n-1 are used)."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not all(v.isdigit() for v in items):
+        return None
+    return [int(v) for v in items]
 
 
 def make_executor(launcher: str, folder: Path) -> submitit.AutoExecutor:
@@ -94,7 +123,12 @@ def make_executor(launcher: str, folder: Path) -> submitit.AutoExecutor:
 
 def submit(executor: submitit.AutoExecutor, params: dict, fn, *args) -> submitit.Job:
     """Set this job's parameters and submit fn(*args). sbatch's own error message reaches the caller."""
+    params = dict(params)
+    visible = params.pop("visible_gpus", None)
     executor.update_parameters(**params)
+    if visible is not None:
+        # The local launcher's own parameter, which AutoExecutor does not pass through.
+        executor._executor.update_parameters(visible_gpus=tuple(visible))
     return executor.submit(fn, *args)
 
 

