@@ -1,0 +1,43 @@
+"""The torch.compile peer on the CPU: the model decodes what a full forward computes, and its
+eager cells measure; the compiled modes are CUDA-only and say so."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cudagraph_bench.backends import torch_compile as tc  # noqa: E402
+from cudagraph_bench.errors import Unsupported  # noqa: E402
+from cudagraph_bench.graph_pool.model import ModelArgs  # noqa: E402
+
+TINY = dict(hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, intermediate_size=128,
+            vocab_size=100, max_seq_len=32, dtype="float32")  # fmt: skip
+SETTINGS = {"seed": 0, "warmup_steps": 2, "timed_steps": 5, "warmup_repeats": 0, "repeats": 2}
+
+
+def test_incremental_decode_matches_a_full_forward():
+    args = ModelArgs.from_preset(TINY)
+    m = tc.build(args, torch.device("cpu"), batch=2, seed=0)
+    tokens = torch.randint(0, args.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        full = m(tokens, torch.arange(9))[:, -1].clone()
+        m2 = tc.build(args, torch.device("cpu"), batch=2, seed=0)
+        m2(tokens[:, :8], torch.arange(8))
+        step = tc.decode_one_token(m2, tokens[:, 8:9], torch.tensor([8]))
+    torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-4)
+
+
+def test_eager_latency_cell_on_the_cpu_names_units():
+    out = tc.measure("latency", "eager", 2, TINY, {"input_len": 4, "output_len": 3}, SETTINGS)
+    m = out["metrics"]
+    assert m["decode_step_ms_p10"] <= m["decode_step_ms_median"] <= m["decode_step_ms_p90"]
+    assert m["output_tokens_per_s"] == pytest.approx(2 * 3 / m["e2e_latency_s_mean"])
+    assert len(out["details"]["e2e_latency_s"]) == 2
+
+
+def test_startup_eager_and_cuda_only_modes():
+    assert tc.measure("startup", "eager", None, TINY, {}, SETTINGS)["metrics"]["startup_s"] > 0
+    if torch.cuda.is_available():
+        pytest.skip("the refusals below are for machines without CUDA")
+    for mode in ("compile_nograph", "cudagraph"):
+        with pytest.raises(Unsupported, match="CUDA"):
+            tc.measure("latency", mode, 1, TINY, {"input_len": 4, "output_len": 3}, SETTINGS)

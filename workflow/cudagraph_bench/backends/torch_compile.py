@@ -1,0 +1,284 @@
+"""The torch.compile peer: a plain gpt-fast-style Llama, in the three ways a PyTorch user would run it.
+
+Modes (cell modes):
+- ``eager``: the module as written, no compilation.
+- ``compile_nograph``: the decode step under ``torch.compile(fullgraph=True)`` (Inductor's fused
+  Triton kernels, launched one by one): what fusion buys without graphs.
+- ``cudagraph``: ``torch.compile(mode="reduce-overhead", fullgraph=True)``: the same kernels
+  replayed from a CUDA graph (torch's CUDA-graph trees): what graphs add on top.
+
+The model is what gpt-fast writes, not the pool's code: an ``nn.Module`` whose KV cache is a
+pair of buffers ``[B, H_kv, S, D]`` updated with ``index_copy_``, ``F.rms_norm``, RoPE,
+``scaled_dot_product_attention`` over the whole cache window with a causal mask, cuBLAS linears
+(fused QKV; separate gate, up and down projections). Every sequence of a batch is at the same
+position, as in ``vllm bench latency``. Weights are random (seeded) of the configured shape; the
+compile time belongs to the startup cell (and is recorded in every cell).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import Unsupported
+from ..graph_pool.measure import quantile
+from ..graph_pool.model import ModelArgs, rope_tables
+
+MODES = ("eager", "compile_nograph", "cudagraph")
+KINDS = ("latency", "startup")
+_COMPILE = {"compile_nograph": {}, "cudagraph": {"mode": "reduce-overhead"}}
+
+
+class KVCache(nn.Module):
+    def __init__(self, batch: int, max_seq: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype):
+        super().__init__()
+        shape = (batch, n_kv_heads, max_seq, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """input_pos [T]; k, v [B, H_kv, T, D]: write the positions, return the whole cache."""
+        self.k_cache.index_copy_(2, input_pos, k)
+        self.v_cache.index_copy_(2, input_pos, v)
+        return self.k_cache, self.v_cache
+
+
+class Attention(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        dt = a.torch_dtype
+        self.n_heads, self.n_kv_heads, self.head_dim = a.n_heads, a.n_kv_heads, a.head_dim
+        self.wqkv = nn.Linear(a.hidden_size, a.qkv_dim, bias=False, dtype=dt)
+        self.wo = nn.Linear(a.n_heads * a.head_dim, a.hidden_size, bias=False, dtype=dt)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x, cos, sin, mask, input_pos):
+        B, T, _ = x.shape
+        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = _rope(q.view(B, T, self.n_heads, self.head_dim), cos, sin).transpose(1, 2)
+        k = _rope(k.view(B, T, self.n_kv_heads, self.head_dim), cos, sin).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv_cache.update(input_pos, k, v)
+        rep = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.wo(y.transpose(1, 2).reshape(B, T, q_size))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        dt = a.torch_dtype
+        self.w1 = nn.Linear(a.hidden_size, a.intermediate_size, bias=False, dtype=dt)
+        self.w3 = nn.Linear(a.hidden_size, a.intermediate_size, bias=False, dtype=dt)
+        self.w2 = nn.Linear(a.intermediate_size, a.hidden_size, bias=False, dtype=dt)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Block(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.attention, self.feed_forward = Attention(a), FeedForward(a)
+        self.attention_norm = nn.Parameter(torch.ones(a.hidden_size, dtype=a.torch_dtype))
+        self.ffn_norm = nn.Parameter(torch.ones(a.hidden_size, dtype=a.torch_dtype))
+        self.eps = a.norm_eps
+
+    def forward(self, x, cos, sin, mask, input_pos):
+        d = x.shape[-1]
+        h = x + self.attention(F.rms_norm(x, (d,), self.attention_norm, self.eps), cos, sin, mask, input_pos)
+        return h + self.feed_forward(F.rms_norm(h, (d,), self.ffn_norm, self.eps))
+
+
+class Llama(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.args = a
+        self.tok_embeddings = nn.Embedding(a.vocab_size, a.hidden_size, dtype=a.torch_dtype)
+        self.layers = nn.ModuleList(Block(a) for _ in range(a.n_layers))
+        self.norm = nn.Parameter(torch.ones(a.hidden_size, dtype=a.torch_dtype))
+        self.output = nn.Linear(a.hidden_size, a.vocab_size, bias=False, dtype=a.torch_dtype)
+        self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+        self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        self.register_buffer("causal_mask", torch.empty(0, dtype=torch.bool), persistent=False)
+
+    def setup_caches(self, batch: int) -> None:
+        a, dev = self.args, self.output.weight.device
+        for layer in self.layers:
+            layer.attention.kv_cache = KVCache(batch, a.max_seq_len, a.n_kv_heads, a.head_dim, a.torch_dtype).to(dev)
+        cos, sin = rope_tables(a.max_seq_len, a.head_dim, a.rope_theta, a.rope_scaling)
+        self.rope_cos, self.rope_sin = cos.to(dev), sin.to(dev)
+        self.causal_mask = torch.tril(torch.ones(a.max_seq_len, a.max_seq_len, dtype=torch.bool, device=dev))
+
+    def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T] at positions input_pos [T] -> logits [B, T, V] (float32)."""
+        mask = self.causal_mask[None, None, input_pos]
+        cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]
+        x = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, input_pos)
+        x = F.rms_norm(x, (x.shape[-1],), self.norm, self.args.norm_eps)
+        return self.output(x).float()
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, T, H, D]; cos/sin [T, D/2]: rotate-half RoPE in float32."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
+
+
+def build(args: ModelArgs, device: torch.device, batch: int, seed: int) -> Llama:
+    """The model on `device` with random weights (std 1/sqrt(fan_in); embeddings N(0, 1)) and caches."""
+    if args.checkpoint:
+        raise Unsupported("the torch_compile peer runs random weights only; models.*.checkpoint is set")
+    with torch.device("meta"):
+        model = Llama(args)
+    model = model.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)
+            elif "tok_embeddings" in name:
+                p.normal_(0.0, 1.0, generator=gen)
+            else:
+                p.normal_(0.0, 1.0 / math.sqrt(p.shape[1]), generator=gen)
+    model.setup_caches(batch)
+    return model.eval().requires_grad_(False)
+
+
+def decode_one_token(model: Llama, tok: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+    """tok [B, 1] at input_pos [1] -> logits [B, V]."""
+    return model(tok, input_pos)[:, -1]
+
+
+def step_fn(model: Llama, mode: str):
+    """The decode step as the mode runs it (compiled lazily on the first call)."""
+    if mode == "eager":
+        return lambda tok, pos: decode_one_token(model, tok, pos)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.coordinate_descent_tuning = True  # as gpt-fast sets it
+    compiled = torch.compile(decode_one_token, fullgraph=True, **_COMPILE[mode])
+    return lambda tok, pos: compiled(model, tok, pos)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def _generate(model: Llama, step, prompt: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Greedy decode: eager prefill of prompt [B, T], then n_tokens - 1 steps; tokens read back each step."""
+    B, T = prompt.shape
+    dev = prompt.device
+    tok = model(prompt, torch.arange(T, device=dev))[:, -1].argmax(-1, keepdim=True)
+    out = [tok.cpu()]
+    for i in range(n_tokens - 1):
+        tok = step(tok, torch.tensor([T + i], device=dev)).argmax(-1, keepdim=True)
+        out.append(tok.cpu())
+    return torch.cat(out, dim=1)
+
+
+def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict) -> dict:
+    """One cell of the peer. settings: seed, warmup_steps, timed_steps, warmup_repeats, repeats.
+    Returns {'metrics', 'details'}; raises Unsupported for what cannot run here."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    cuda = torch.cuda.is_available()
+    if mode == "cudagraph" and not cuda:
+        raise Unsupported("torch.compile(mode='reduce-overhead') captures CUDA graphs; this node has no CUDA device")
+    if mode == "compile_nograph" and not cuda:
+        raise Unsupported(
+            "the compiled peer is measured on CUDA only: on the CPU Inductor would build C++ kernels, "
+            "a different peer from the one the study compares"
+        )
+    device = torch.device("cuda" if cuda else "cpu")
+    args = ModelArgs.from_preset(model)
+    s = settings
+    batch = 1 if kind == "startup" else int(batch_size)
+    _sync(device)
+    t0 = time.perf_counter()
+    m = build(args, device, batch, s["seed"])
+    _sync(device)
+    metrics: dict = {"weight_init_s": time.perf_counter() - t0}
+    details: dict = {"torch": torch.__version__, "compile": _COMPILE.get(mode), "batch_size": batch}
+    step = step_fn(m, mode)
+    tok = torch.randint(0, args.vocab_size, (batch, 1), device=device, generator=_gen(device, s["seed"] + 1))
+    input_len = int(workload.get("input_len", 1))
+    # first calls: compilation (and, for reduce-overhead, the warm-up runs and the graph recording)
+    t1 = time.perf_counter()
+    firsts = []
+    with torch.no_grad():
+        for i in range(3):
+            t = time.perf_counter()
+            step(tok, torch.tensor([input_len + i], device=device))
+            _sync(device)
+            firsts.append(time.perf_counter() - t)
+    metrics["compile_and_first_steps_s"] = time.perf_counter() - t1
+    details["first_three_steps_s"] = firsts
+    if kind == "startup":
+        metrics["startup_s"] = time.perf_counter() - t0
+        return {"metrics": metrics, "details": details}
+
+    output_len = int(workload["output_len"])
+    span = args.max_seq_len - input_len
+    times = []
+    with torch.no_grad():
+        for i in range(s["warmup_steps"] + s["timed_steps"]):
+            pos = torch.tensor([input_len + (i % span)], device=device)
+            _sync(device)
+            if device.type == "cuda":
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                step(tok, pos)
+                b.record()
+                b.synchronize()
+                ms = a.elapsed_time(b)
+            else:
+                t = time.perf_counter()
+                step(tok, pos)
+                ms = (time.perf_counter() - t) * 1e3
+            if i >= s["warmup_steps"]:
+                times.append(ms)
+    metrics.update(decode_step_ms_median=quantile(times, 0.5), decode_step_ms_p10=quantile(times, 0.1),
+                   decode_step_ms_p90=quantile(times, 0.9))  # fmt: skip
+    prompt = torch.randint(0, args.vocab_size, (batch, input_len), device=device, generator=_gen(device, s["seed"]))
+    for _ in range(s["warmup_repeats"]):
+        _generate(m, step, prompt, output_len)
+    e2e = []
+    for _ in range(s["repeats"]):
+        _sync(device)
+        t = time.perf_counter()
+        _generate(m, step, prompt, output_len)
+        _sync(device)
+        e2e.append(time.perf_counter() - t)
+    mean = statistics.fmean(e2e)
+    metrics.update(e2e_latency_s_mean=mean, e2e_latency_s_median=quantile(e2e, 0.5), e2e_latency_s_p90=quantile(e2e, 0.9),
+                   output_tokens_per_s=batch * output_len / mean, ms_per_output_token=mean * 1000 / output_len)  # fmt: skip
+    details["e2e_latency_s"] = e2e
+    if device.type == "cuda":
+        from ..graph_pool.measure import bytes_per_step, copy_bandwidth_gbps
+
+        ctx = input_len + (s["warmup_steps"] + s["timed_steps"]) / 2
+        bw = copy_bandwidth_gbps(device)
+        floor = bytes_per_step(args, batch, ctx) / (bw * 1e9) * 1e3
+        metrics.update(copy_bandwidth_gbps=bw, hbm_floor_ms=floor,
+                       decode_step_over_floor=metrics["decode_step_ms_median"] / floor)  # fmt: skip
+        details["device_name"] = torch.cuda.get_device_name(device)
+    return {"metrics": metrics, "details": details}
+
+
+def _gen(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
