@@ -1,7 +1,10 @@
 """A factory for valid result files, and a small synthetic study with gaps.
 
 Every number here is synthetic (made up for tests, derived from simple
-formulas); none is a measurement.
+formulas); none is a measurement. The files have the shapes the runner writes
+(cudagraph_bench.runner / graph_pool.measure): spec.model.name, and for the graph
+pool's cudagraph cells details.capture and the capture_study cell's
+details.capture_study.
 """
 
 from __future__ import annotations
@@ -17,13 +20,19 @@ KIND_OF = {
     "startup": "startup",
     "serving_inf": "serving",
     "serving_rr6": "serving",
+    "check": "check",
+    "capture_study": "capture_study",
 }
+MODEL = "synthetic-8b"  # spec.model.name of every synthetic file unless told otherwise
+CAPTURE_SIZES = [1, 2, 4, 8, 16, 32, 64]
 SHAPES = {
     "latency": {"input_len": 256, "output_len": 64},
     "latency_long": {"input_len": 512, "output_len": 128},
     "startup": {},
     "serving_inf": {"dataset": "sharegpt", "num_prompts": 200, "request_rate": "inf"},
     "serving_rr6": {"dataset": "sharegpt", "num_prompts": 200, "request_rate": 6},
+    "check": {"input_len": 256, "greedy_tokens": 32},
+    "capture_study": {"capture_sets": [[1], [1, 4, 16], [1, 2, 4, 8, 16, 32, 64], "1..256"]},
 }
 
 
@@ -49,8 +58,18 @@ def prov(**overrides) -> dict:
     return p
 
 
-def result(cell: Cell, status: str = "ok", metrics: dict | None = None, *, reason=None, details=None, **prov_over):
-    """A valid result dict for `cell`."""
+def result(
+    cell: Cell,
+    status: str = "ok",
+    metrics: dict | None = None,
+    *,
+    reason=None,
+    details=None,
+    model: str = MODEL,
+    workload: dict | None = None,
+    **prov_over,
+):
+    """A valid result dict for `cell`, spec as the runner records it (workload, model with its name)."""
     if status != "ok" and reason is None:
         reason = f"synthetic {status}"
     return make_result(
@@ -60,16 +79,61 @@ def result(cell: Cell, status: str = "ok", metrics: dict | None = None, *, reaso
         reason=reason,
         metrics=metrics if status == "ok" else None,
         details=details,
-        spec={"workload": dict(SHAPES.get(cell.workload, {}))},
+        spec={
+            "workload": dict(SHAPES.get(cell.workload, {}) if workload is None else workload),
+            "model": {"name": model, "hidden_size": 4096},
+        },
         prov=prov(**prov_over),
     )
 
 
-def write(root: Path, cell: Cell, status: str = "ok", metrics: dict | None = None, **kw) -> Path:
-    """Write a valid result file for `cell` under root; returns its path."""
-    path = Path(root) / cell.path
+def write(
+    root: Path, cell: Cell, status: str = "ok", metrics: dict | None = None, *, results_dir: str = "results", **kw
+) -> Path:
+    """Write a valid result file for `cell` under ROOT/RESULTS_DIR/raw; returns its path."""
+    path = Path(root) / cell.path_in(results_dir)
     write_result(path, result(cell, status, metrics, **kw))
     return path
+
+
+def per_size(size: int, *, ms_per_row: float = 1.0) -> dict:
+    """One captured size as the pool's CapturedGraph.summary() gives it (synthetic numbers)."""
+    return {"size": size, "warmup_s": 0.05, "capture_s": 0.01 * size, "memory_mb": 2.0 + ms_per_row * size,
+            "pool_mb": 2.0}  # fmt: skip
+
+
+def capture_summary(sizes=CAPTURE_SIZES, *, ms_per_row: float = 1.0) -> dict:
+    """details.capture as the pool's summary() gives it: sizes ascending, totals over them."""
+    entries = [per_size(s, ms_per_row=ms_per_row) for s in sorted(sizes)]
+    return {
+        "capture_sizes": sorted(sizes),
+        "per_size": entries,
+        "memory_mb_total": sum(e["memory_mb"] for e in entries),
+        "static_io_mb": 1.0,
+        "capture_s_total": sum(e["warmup_s"] + e["capture_s"] for e in entries),
+    }
+
+
+def capture_study_details() -> list[dict]:
+    """details.capture_study as graph_pool.measure.capture_size_study gives it (per_size null above 16 sizes)."""
+    out = []
+    for label, sizes in (("1", [1]), ("1,4,16", [1, 4, 16]), ("1,2,4,8,16,32,64", CAPTURE_SIZES),
+                         ("1..256", list(range(1, 257)))):  # fmt: skip
+        summ = capture_summary(sizes)
+        out.append(
+            {
+                "set": label,
+                "sizes": sizes if len(sizes) <= 16 else [sizes[0], sizes[-1]],
+                "n_graphs": len(sizes),
+                "graph_memory_mb": summ["memory_mb_total"],
+                "device_memory_mb": summ["memory_mb_total"] + 4.0,
+                "static_io_mb": summ["static_io_mb"],
+                "capture_s_total": summ["capture_s_total"] + 0.1,
+                "capture_s_graphs_only": sum(e["capture_s"] for e in summ["per_size"]),
+                "per_size": summ["per_size"] if len(sizes) <= 16 else None,
+            }
+        )
+    return out
 
 
 def graph_pool_latency(bs: int, mode: str, *, cpu_ms: float, gpu_ms: float, eager_factor: float = 1.0) -> dict:
@@ -93,29 +157,47 @@ def graph_pool_latency(bs: int, mode: str, *, cpu_ms: float, gpu_ms: float, eage
 
 
 def synthetic_study(root: Path) -> list[Path]:
-    """A two-GPU synthetic study with every kind of gap; returns the written paths."""
+    """A two-GPU synthetic study with every kind of gap; returns the written paths.
+
+    gpu_a: model synthetic-8b, measured by the pipeline (graph pool, vLLM, the check and the
+    capture study). gpu_b: model synthetic-1b, every file imported from an older driver's run
+    (details.imported_from), graph pool only; its check failed and its capture study ran out of memory.
+    """
     root = Path(root)
     paths = []
     for gpu, cpu_ms, gpu_ms in (("gpu_a", 8.0, 4.0), ("gpu_b", 2.0, 6.0)):
+        model = "synthetic-8b" if gpu == "gpu_a" else "synthetic-1b"
+        imported = {"imported_from": f"results/old_driver/{gpu}.json"} if gpu == "gpu_b" else {}
+        per_row = 1.0 if gpu == "gpu_a" else 0.5  # graph memory per captured batch row (MB)
+
+        def put(cell, status="ok", metrics=None, details=None, *, model=model, imported=imported, **kw):
+            details = {**imported, **(details or {})}
+            paths.append(write(root, cell, status, metrics, details=details, model=model, **kw))
+
         for bs in (1, 4, 16, 64):
             for mode in ("eager", "cudagraph"):
                 cell = Cell(gpu, "graph_pool", "latency", mode, bs)
                 if (gpu, mode, bs) == ("gpu_b", "cudagraph", 64):
-                    paths.append(write(root, cell, "oom", reason="CUDA out of memory (synthetic)"))
+                    put(cell, "oom", reason="CUDA out of memory (synthetic)")
                     continue
                 # gpu_a bs=16: eager is 30% slower than the overlap model predicts.
                 factor = 1.3 if (gpu, bs) == ("gpu_a", 16) else 1.0
                 g = gpu_ms * (1 + bs / 64)
                 metrics = graph_pool_latency(bs, mode, cpu_ms=cpu_ms, gpu_ms=g, eager_factor=factor)
-                paths.append(write(root, cell, "ok", metrics))
+                details = {}
+                if mode == "cudagraph":
+                    details["capture"] = capture_summary(ms_per_row=per_row)
+                    metrics.update(capture_s_total=details["capture"]["capture_s_total"] + 0.01 * bs,
+                                   graph_memory_mb=details["capture"]["memory_mb_total"])  # fmt: skip
+                put(cell, "ok", metrics, details)
             if gpu == "gpu_b":
                 for mode in ("eager", "cudagraph"):
-                    paths.append(write(root, Cell(gpu, "vllm", "latency", mode, bs), "unsupported", reason="no vllm"))
+                    put(Cell(gpu, "vllm", "latency", mode, bs), "unsupported", reason="no vllm")
                 continue
             for mode, ms in (("eager", 12.0), ("cudagraph", 9.0)):
                 c = Cell(gpu, "vllm", "latency", mode, bs)
                 if (mode, bs) == ("cudagraph", 16):
-                    paths.append(write(root, c, "error", reason="benchmark exited 1 (synthetic)"))
+                    put(c, "error", reason="benchmark exited 1 (synthetic)")
                     continue
                 m = {
                     "e2e_latency_s_mean": ms * 64 / 1000,
@@ -123,25 +205,38 @@ def synthetic_study(root: Path) -> list[Path]:
                     "output_tokens_per_s": bs * 1000 / ms,
                     "ms_per_output_token": ms,
                 }
-                paths.append(write(root, c, "ok", m))
+                put(c, "ok", m)
         for mode in ("eager", "cudagraph"):
             step = max(cpu_ms, gpu_ms) if mode == "eager" else gpu_ms
             m = {"e2e_latency_s_mean": step * 0.128, "output_tokens_per_s": 1000 / step, "decode_step_ms_median": step}
-            paths.append(write(root, Cell(gpu, "graph_pool", "latency_long", mode, 1), "ok", m))
-            startup = {"startup_s": 5.0, "weight_init_s": 3.0, "capture_s_total": 0.0, "graph_memory_mb": 0.0}
+            put(Cell(gpu, "graph_pool", "latency_long", mode, 1), "ok", m)
+            startup = {"startup_s": 5.0, "weight_init_s": 3.0, "first_step_s": 0.5}
             details = {}
             if mode == "cudagraph":
-                startup.update(startup_s=7.0, capture_s_total=1.4, graph_memory_mb=70.0)
-                details = {
-                    "per_size": [
-                        {"size": s, "capture_s": 0.2, "graph_memory_mb": 10.0} for s in (64, 32, 16, 8, 4, 2, 1)
-                    ],
-                    "capture_size_study": [
-                        {"capture_sizes": [1], "capture_s_total": 0.2, "graph_memory_mb": 10.0},
-                        {"capture_sizes": [1, 4, 16], "capture_s_total": 0.6, "graph_memory_mb": 30.0},
-                    ],
-                }
-            paths.append(write(root, Cell(gpu, "graph_pool", "startup", mode), "ok", startup, details=details))
+                details = {"capture": capture_summary(ms_per_row=per_row)}
+                startup.update(
+                    startup_s=7.0,
+                    capture_s_total=details["capture"]["capture_s_total"],
+                    graph_memory_mb=details["capture"]["memory_mb_total"],
+                    graphs_captured=float(len(CAPTURE_SIZES)),
+                )
+            put(Cell(gpu, "graph_pool", "startup", mode), "ok", startup, details)
+        check, study = (
+            Cell(gpu, "graph_pool", "check", "cudagraph"),
+            Cell(gpu, "graph_pool", "capture_study", "cudagraph"),
+        )
+        if gpu == "gpu_a":
+            put(check, "ok", {"checks_total": 20.0, "checks_failed": 0.0, "max_rel_err": 0.0025})
+            rows = capture_study_details()
+            m = {
+                "capture_sets": float(len(rows)),
+                "graph_memory_mb_max": max(r["graph_memory_mb"] for r in rows),
+                "capture_s_total_max": max(r["capture_s_total"] for r in rows),
+            }
+            put(study, "ok", m, {"capture_study": rows})
+        else:
+            put(check, "error", reason="2 of 20 checks failed: greedy_identical[0], greedy_identical[1] (synthetic)")
+            put(study, "oom", reason="CUDA out of memory (synthetic)")
     for mode in ("eager", "cudagraph", "compile_nograph"):
         m = {
             "startup_s": 60.0,

@@ -15,7 +15,7 @@ import yaml
 from cudagraph_bench import aggregate as agg
 from cudagraph_bench.cells import Cell
 from cudagraph_bench.results import SCHEMA_PATH, ResultFileError
-from helpers_results import result, synthetic_study, write
+from helpers_results import capture_study_details, capture_summary, per_size, result, synthetic_study, write
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = Cell("gpu_a", "graph_pool", "latency", "eager", 4)
@@ -30,8 +30,10 @@ def study(tmp_path):
 def test_one_row_per_cell_sorted_with_all_columns(study):
     records, df = agg.aggregate(study)
     assert len(df) == len(records) == len(agg.find_result_files(study))
-    assert list(df.columns[:8]) == agg.ID_COLUMNS + agg.STATE_COLUMNS
-    assert list(df.columns[-13:]) == agg.PROVENANCE_COLUMNS + agg.FILE_COLUMNS
+    head = agg.ID_COLUMNS + agg.STATE_COLUMNS
+    assert list(df.columns[: len(head)]) == head
+    tail = agg.PROVENANCE_COLUMNS + agg.FILE_COLUMNS
+    assert list(df.columns[-len(tail) :]) == tail
     for col in ("decode_step_ms_median", "serving_output_tok_per_s", "startup_s"):
         assert df[col].dtype == "float64"
     assert str(df["batch_size"].dtype) == "Int64"
@@ -40,6 +42,60 @@ def test_one_row_per_cell_sorted_with_all_columns(study):
     assert df["torch_version"].unique().tolist() == ["9.9.9"]
     assert df["path"].str.startswith("results/raw/").all()
     assert df["sha256"].str.len().eq(64).all()
+
+
+def test_every_row_names_its_model_and_source(study):
+    _, df = agg.aggregate(study)
+    assert set(zip(df["gpu"], df["model"], df["source"], strict=True)) == {
+        ("gpu_a", "synthetic-8b", "pipeline"),
+        ("gpu_b", "synthetic-1b", "imported"),
+    }
+    imported = df[df["source"] == "imported"]
+    assert (imported["imported_from"] == "results/old_driver/gpu_b.json").all()
+    assert df.loc[df["source"] == "pipeline", "imported_from"].isna().all()
+
+
+def test_check_and_capture_study_cells_get_a_row_each(study):
+    _, df = agg.aggregate(study)
+    rows = df[df["kind"].isin(["check", "capture_study"])].set_index(["gpu", "workload"])
+    assert rows.loc[("gpu_a", "check"), "status"] == "ok" and rows.loc[("gpu_a", "check"), "checks_total"] == 20
+    assert (
+        rows.loc[("gpu_b", "check"), "status"] == "error" and "checks failed" in rows.loc[("gpu_b", "check"), "reason"]
+    )
+    assert rows.loc[("gpu_a", "capture_study"), "capture_sets"] == 4
+    assert rows.loc[("gpu_b", "capture_study"), "status"] == "oom"
+
+
+def test_a_file_without_its_model_name_is_named():
+    res = result(CELL, "ok", {"x_ms": 1.0})
+    del res["spec"]["model"]["name"]
+    with pytest.raises(agg.AggregationError, match=r"results/raw/x\.json.*spec/model/name"):
+        agg.parse_results([{"path": "results/raw/x.json", "result": res}])
+
+
+def test_summary_reads_back_exactly(study, tmp_path):
+    _, df = agg.aggregate(study)
+    # text that pandas would otherwise read as a number or as missing
+    df.loc[0, "git_commit"], df.loc[1, "slurm_job_id"], df.loc[2, "host"] = "1234567", "0077", "NA"
+    back = agg.read_summary(agg.write_summary(df, tmp_path / "summary.csv"))
+    pd.testing.assert_frame_equal(back, df, check_exact=True)
+    assert back.loc[1, "slurm_job_id"] == "0077" and back.loc[2, "host"] == "NA"
+
+
+def test_a_summary_of_another_shape_is_refused(tmp_path):
+    (tmp_path / "summary.csv").write_text("gpu,backend\nh100,vllm\n")
+    with pytest.raises(agg.AggregationError, match="summary.csv.*no column model"):
+        agg.read_summary(tmp_path / "summary.csv")
+
+
+def test_aggregate_reads_its_results_dir_only(study):
+    local = Cell("local", "graph_pool", "latency", "eager", 1)
+    write(study, local, "ok", {"decode_step_ms_median": 1.0}, results_dir="results/local", model="tiny")
+    _, committed = agg.aggregate(study)
+    assert "local" not in set(committed["gpu"]) and "tiny" not in set(committed["model"])
+    _, df = agg.aggregate(study, results_dir="results/local")
+    assert df["path"].tolist() == ["results/local/raw/local/graph_pool/latency/eager/bs1.json"]
+    assert df["model"].tolist() == ["tiny"]
 
 
 def test_failed_cells_have_no_numbers(study):
@@ -118,7 +174,7 @@ def test_two_files_for_one_cell_are_refused():
 
 def test_parse_of_nothing_is_an_empty_table():
     df = agg.parse_results([])
-    assert df.empty and list(df.columns[:6]) == agg.ID_COLUMNS
+    assert df.empty and list(df.columns[: len(agg.ID_COLUMNS)]) == agg.ID_COLUMNS
 
 
 def test_summary_csv_is_deterministic_and_round_trips(study, tmp_path):
@@ -193,36 +249,73 @@ def test_fast_path_switches_off_for_keywords_it_does_not_know():
 # ---- capture details and studies
 
 
-def test_capture_details_cumulative_and_study(study):
+def test_capture_from_the_pipelines_own_shapes(study):
     records, _ = agg.aggregate(study)
     cap = agg.parse_capture_details(records)
-    cum = cap[(cap["gpu"] == "gpu_a") & (cap["source"] == "cumulative")]
-    assert cum["n_sizes"].tolist() == list(range(1, 8))
-    assert cum["graph_memory_mb"].iloc[-1] == pytest.approx(70.0)
-    assert cum["capture_sizes"].iloc[0] == (64,)
-    study_rows = cap[(cap["gpu"] == "gpu_a") & (cap["source"] == "study")]
-    assert study_rows["capture_sizes"].tolist() == [(1,), (1, 4, 16)]
+    a = cap[cap["gpu"] == "gpu_a"]
+    assert set(a["model"]) == {"synthetic-8b"}
+    # startup cell: running totals in capture order (largest size first), then the pool's total
+    startup = a[a["workload"] == "startup"]
+    cum = startup[startup["series"] == "cumulative"]
+    assert cum["n_graphs"].tolist() == list(range(1, 8))
+    assert cum["label"].tolist()[:2] == ["64", "32,64"]
+    total = capture_summary()
+    assert cum["graph_memory_mb"].iloc[-1] == pytest.approx(total["memory_mb_total"])
+    assert cum["capture_s"].iloc[-1] == pytest.approx(total["capture_s_total"])
+    (cell,) = startup[startup["series"] == "cell"].to_dict("records")
+    assert cell["n_graphs"] == 7 and cell["graph_memory_mb"] == pytest.approx(total["memory_mb_total"])
+    # every latency cell's pool, too
+    assert sorted(a.loc[(a["workload"] == "latency") & (a["series"] == "cell"), "batch_size"]) == [1, 4, 16, 64]
+    # the capture_study cell: one row per set, n_graphs from the file (256 although sizes holds [1, 256])
+    study_rows = a[a["series"] == "study"]
+    assert study_rows["label"].tolist() == ["1", "1,4,16", "1,2,4,8,16,32,64", "1..256"]
+    assert study_rows["n_graphs"].tolist() == [1, 3, 7, 256]
+    # gpu_b: its capture study ran out of memory, its bs=64 graph cell too: no rows from them
+    b = cap[cap["gpu"] == "gpu_b"]
+    assert "study" not in set(b["series"]) and 64 not in set(b["batch_size"].dropna())
 
 
-def test_malformed_capture_detail_is_named(tmp_path):
+def test_the_converter_shape_is_not_read(tmp_path):
     cell = Cell("gpu_a", "graph_pool", "startup", "cudagraph")
-    write(tmp_path, cell, "ok", {"startup_s": 1.0}, details={"per_size": [{"size": 1, "capture_s": "slow"}]})
+    old = {"per_size": [{"size": 1, "capture_s": 0.1, "graph_memory_mb": 2.0}],
+           "capture_size_study": [{"capture_sizes": [1], "capture_s_total": 0.1, "graph_memory_mb": 2.0}]}  # fmt: skip
+    write(tmp_path, cell, "ok", {"startup_s": 1.0}, details=old)
+    assert agg.parse_capture_details(agg.read_results(tmp_path, [cell.path])).empty
+
+
+@pytest.mark.parametrize(
+    "details, where",
+    [
+        ({"capture": {**capture_summary(), "per_size": [{"size": 1, "warmup_s": 0.1, "capture_s": "slow"}]}}, "'slow'"),
+        ({"capture": {**capture_summary(), "per_size": [{**per_size(4), "memory_mb": None}]}}, "memory_mb"),
+        ({"capture": {**capture_summary(), "memory_mb_total": float("nan")}}, "memory_mb_total"),
+        ({"capture": {**capture_summary(), "per_size": [{**per_size(4), "size": 0}]}}, "per_size/0/size"),
+    ],
+)
+def test_malformed_capture_detail_is_named(tmp_path, details, where):
+    cell = Cell("gpu_a", "graph_pool", "startup", "cudagraph")
+    write(tmp_path, cell, "ok", {"startup_s": 1.0}, details=details)
     records = agg.read_results(tmp_path, [cell.path])
-    with pytest.raises(agg.AggregationError, match=r"startup/cudagraph/single\.json.*'slow'"):
+    with pytest.raises(agg.AggregationError, match=r"startup/cudagraph/single\.json") as e:
         agg.parse_capture_details(records)
+    assert where in str(e.value)
 
 
-def test_capture_study_files_outside_raw(tmp_path):
-    f = tmp_path / "results" / "capture_study" / "gpu_a_capture_size_study.json"
-    f.parent.mkdir(parents=True)
-    entries = [{"capture_sizes": list(range(1, 257)), "capture_s_total": 9.0, "graph_memory_mb": 900.0}]
-    f.write_text(json.dumps({"gpu": "gpu_a", "backend": "graph_pool", "capture_size_study": entries}))
-    cap = agg.read_capture_studies(tmp_path)
-    assert cap["n_sizes"].tolist() == [256]
-    assert cap["path"].tolist() == ["results/capture_study/gpu_a_capture_size_study.json"]
-    f.write_text("{")
-    with pytest.raises(ResultFileError, match="gpu_a_capture_size_study.json"):
-        agg.read_capture_studies(tmp_path)
+def test_malformed_capture_study_is_named(tmp_path):
+    cell = Cell("gpu_a", "graph_pool", "capture_study", "cudagraph")
+    rows = capture_study_details()
+    rows[2]["n_graphs"] = "seven"
+    write(tmp_path, cell, "ok", {"capture_sets": 4.0}, details={"capture_study": rows})
+    with pytest.raises(agg.AggregationError, match=r"capture_study/cudagraph/single\.json.*capture_study/2/n_graphs"):
+        agg.parse_capture_details(agg.read_results(tmp_path, [cell.path]))
+
+
+def test_records_that_changed_since_the_summary_are_refused(study):
+    records, df = agg.aggregate(study)
+    agg.check_records_match(records, df)
+    changed = dict(records[0], sha256="0" * 64)
+    with pytest.raises(agg.AggregationError, match="changed since summary.csv"):
+        agg.check_records_match([changed], df)
 
 
 def test_value_or_gap_labels():

@@ -17,9 +17,10 @@ def config():
 
 
 def test_default_study_cell_count(config):
-    # graph_pool: (latency 4 bs + latency_long 1 + startup 1) x 2 modes = 12 per GPU
-    # vllm:       (4 + 1 + 1 + serving 2) x 3 modes             = 24 per GPU
-    assert len(list(iter_cells(config))) == 4 * (12 + 24)
+    # graph_pool: (latency 4 bs + latency_long 1 + startup 1) x 2 modes + check + capture_study = 14 per GPU
+    # vllm:       (4 + 1 + 1 + serving 2) x 3 modes                                             = 24 per GPU
+    # torch_compile: (4 + 1 + 1) x 3 modes                                                      = 18 per GPU
+    assert len(list(iter_cells(config))) == 4 * (14 + 24 + 18)
 
 
 def test_backends_only_get_what_they_can_do(config):
@@ -46,6 +47,42 @@ def test_path_names_the_cell():
     c = Cell("h200", "vllm", "latency", "eager", 16)
     assert c.path == "results/raw/h200/vllm/latency/eager/bs16.json"
     assert Cell("l40s", "graph_pool", "startup", "cudagraph").path.endswith("/startup/cudagraph/single.json")
+
+
+@pytest.mark.parametrize("results_dir", ["results", "results/local", "out", "a/raw/b"])
+def test_path_round_trip_under_any_results_dir(config, results_dir):
+    for cell in iter_cells(config):
+        path = cell.path_in(results_dir)
+        assert path.startswith(f"{results_dir}/raw/")
+        assert cells.split_result_path(path) == (results_dir, cell)
+        assert cell_from_path(f"./{path}") == cell
+    local = Cell("local", "graph_pool", "latency", "eager", 1).path_in("results/local")
+    assert local == "results/local/raw/local/graph_pool/latency/eager/bs1.json"
+
+
+def test_results_dir_of_config(config):
+    assert cells.results_dir_of(config) == "results"
+    assert cells.results_dir_of({}) == "results"  # the schema's default
+    local = yaml.safe_load((REPO / "config/local.yaml").read_text())
+    assert cells.results_dir_of(local) == "results/local"
+
+
+def test_find_result_files_reads_one_results_dir_only(tmp_path):
+    committed = Cell("h100", "vllm", "latency", "eager", 1)
+    local = Cell("local", "graph_pool", "latency", "eager", 1)
+    for path in (committed.path, local.path_in("results/local")):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("{}")
+    assert cells.find_result_files(tmp_path) == [committed.path]
+    assert cells.find_result_files(tmp_path, "results/local") == [local.path_in("results/local")]
+
+
+def test_a_local_run_left_in_the_committed_raw_folder_is_named(tmp_path):
+    assert cells.legacy_local_results(tmp_path) is None
+    (tmp_path / "results/raw/local").mkdir(parents=True)
+    msg = cells.legacy_local_results(tmp_path)
+    assert "results/raw/local/" in msg and "results/local/raw/" in msg
+    assert cells.legacy_local_results(tmp_path, "results/local") is None  # only the committed outputs care
 
 
 @pytest.mark.parametrize(

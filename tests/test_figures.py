@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib
 import pytest
 from cudagraph_bench import aggregate as agg
 from cudagraph_bench import figures as F
 from cudagraph_bench import tables as T
 from cudagraph_bench.__main__ import main
-from helpers_results import synthetic_study
+from cudagraph_bench.cells import Cell
+from helpers_results import synthetic_study, write
 from matplotlib.patches import Rectangle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +99,7 @@ def test_gaps_are_labelled_not_drawn_as_zero(drawn):
     lookup = agg.Lookup(df)
     n_numbers = 0
     for gpu, backend in T.gpu_backends(df[df["kind"] == "latency"]):
-        wl = T.headline_workload(df, gpu, backend)
+        wl = T.HEADLINE_WORKLOAD
         n_numbers += sum(
             not isinstance(lookup.value((gpu, backend, wl, m, 1), "e2e_latency_s_mean"), str)
             for m in ("eager", "cudagraph", "compile_nograph")
@@ -106,6 +108,81 @@ def test_gaps_are_labelled_not_drawn_as_zero(drawn):
     legend = " ".join(texts(figs["fig2_speedup"][0]))
     assert "bs 64 OOM" in legend and "bs 1, 4, 16, 64 unsupported" in legend and "bs 16 error" in legend
     assert "OOM" in texts(figs["fig6_roofline"][0])
+
+
+def visible_texts(fig) -> list:
+    """Every text drawn on the figure: titles, labels, tick labels, legends, annotations."""
+    fig.canvas.draw()
+    out = [fig._suptitle] if fig._suptitle else []
+    for ax in fig.axes:
+        out += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts, *ax.get_xticklabels(), *ax.get_yticklabels()]
+        if ax.get_legend():
+            out += [*ax.get_legend().get_texts(), ax.get_legend().get_title()]
+    for legend in fig.legends:
+        out += [*legend.get_texts(), legend.get_title()]
+    return [t for t in out if t.get_text()]
+
+
+@pytest.mark.parametrize("name", F.FIGURE_NAMES)
+def test_nothing_is_cut_off_at_the_figure_edges(drawn, name):
+    """Titles, tick labels, legends and annotations all lie inside the saved figure."""
+    fig = drawn[1][name][0]
+    with matplotlib.rc_context(F.STYLE):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        box = fig.bbox
+        parts = [ax.get_tightbbox(renderer) for ax in fig.axes]  # what each axes draws, its legend included
+        parts += [legend.get_window_extent(renderer) for legend in fig.legends]
+        if fig._suptitle is not None:
+            parts.append(fig._suptitle.get_window_extent(renderer))
+    for e in parts:
+        assert e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1 and e.y0 >= box.y0 - 1 and e.y1 <= box.y1 + 1, (name, e)
+
+
+def test_startup_legend_covers_no_bar_or_total(drawn):
+    fig = drawn[1]["fig3_startup"][0]
+    with matplotlib.rc_context(F.STYLE):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    legend = fig.legends[0].get_window_extent(renderer)
+    for artist in [*ax.patches, *ax.texts]:
+        assert not legend.overlaps(artist.get_window_extent(renderer)), artist
+    assert not legend.overlaps(ax.get_window_extent(renderer))
+    for text in ax.texts:  # every total inside the axes
+        assert ax.get_window_extent(renderer).contains(*text.get_window_extent(renderer).p1)
+
+
+def test_every_figure_names_the_model(drawn):
+    _, figs = drawn
+    labels = {name: " ".join(t.get_text() for t in visible_texts(fig)) for name, (fig, _, _) in figs.items()}
+    for name in ("fig1_latency_throughput", "fig2_speedup", "fig3_startup", "fig4_capture_cost", "fig5_padding",
+                 "fig6_roofline"):  # fmt: skip
+        assert "synthetic-8b" in labels[name], name
+    for name in ("fig2_speedup", "fig3_startup", "fig4_capture_cost", "fig5_padding", "fig6_roofline"):
+        assert "synthetic-1b, imported" in labels[name], name
+    ticks = [t.get_text() for t in figs["fig1_latency_throughput"][0].axes[0].get_xticklabels()]
+    assert ticks == ["gpu_a\ngraph_pool\nsynthetic-8b", "gpu_a\nvllm\nsynthetic-8b",
+                     "gpu_b\ngraph_pool\nsynthetic-1b\nimported", "gpu_b\nvllm\nsynthetic-1b\nimported"]  # fmt: skip
+
+
+def test_capture_cost_is_drawn_from_the_pipelines_cells(drawn, study):
+    df, figs = drawn
+    fig, used, _ = figs["fig4_capture_cost"]
+    mem = fig.axes[0]
+    lines = [line for line in mem.get_lines() if line.get_linestyle() == "-"]
+    # one running-total line per GPU: the bs=1 latency cell's pool, 7 sizes
+    assert len(lines) == 2 and all(len(line.get_xdata()) == 7 for line in lines)
+    study_points = [line for line in mem.get_lines() if line.get_marker() == "D"]
+    (diamonds,) = study_points  # gpu_a only: gpu_b's capture study ran out of memory
+    assert list(diamonds.get_xdata()) == [1, 3, 7, 256]
+    assert {t.get_text() for t in mem.texts} == {"1", "1,4,16", "1,2,4,8,16,32,64", "1..256"}
+    assert "results/raw/gpu_a/graph_pool/capture_study/cudagraph/single.json" in used
+    assert "results/raw/gpu_a/graph_pool/startup/cudagraph/single.json" in used  # a cross: its pool's total
+    assert "results/raw/gpu_a/graph_pool/latency/cudagraph/bs1.json" in used  # the line
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "gpu_a / graph_pool / synthetic-8b" in legend and "gpu_b / graph_pool / synthetic-1b" in legend
 
 
 def test_model_prediction_drawn_beside_measurement(drawn):
@@ -167,6 +244,39 @@ def test_figures_only_target_names_a_schema_invalid_file(study, tmp_path, capsys
     assert rc == 1
     err = capsys.readouterr().err
     assert "gpu_a/vllm/startup/eager/single.json" in err and "does not match the result schema" in err
+
+
+def test_figures_verb_rebuilds_the_committed_outputs_from_results_raw_only(study, tmp_path, monkeypatch):
+    """A local run's results under results/local never reach the committed outputs, and are never touched."""
+    shutil.copytree(study / "results" / "raw", tmp_path / "results" / "raw")
+    local = tmp_path / "results/local"
+    write(tmp_path, Cell("local", "graph_pool", "latency", "eager", 1), "ok", {"decode_step_ms_median": 1.0},
+          results_dir="results/local", model="tiny")  # fmt: skip
+    (local / "status.md").write_text("the local run\n")
+    before = {p: p.read_bytes() for p in local.rglob("*") if p.is_file()}
+    monkeypatch.chdir(tmp_path)
+    assert main(["figures", "--config", str(CONFIG)]) == 0
+    summary = (tmp_path / "results/summary.csv").read_text()
+    assert "tiny" not in summary and "results/local" not in summary and "results/raw/gpu_a/" in summary
+    for p in (tmp_path / "results").rglob("*"):
+        if p.is_file() and p.suffix in (".md", ".csv", ".json") and "raw" not in p.parts and "local" not in p.parts:
+            assert "tiny" not in p.read_text(), p
+    assert {p: p.read_bytes() for p in local.rglob("*") if p.is_file()} == before
+    # the local run's own outputs come from its config (or --results)
+    local_config = tmp_path / "local.yaml"
+    local_config.write_text("results_dir: results/local\n")
+    assert main(["figures", "--config", str(CONFIG), str(local_config)]) == 0
+    assert "tiny" in (local / "summary.csv").read_text() and (local / "figures/fig1_latency_throughput.png").exists()
+    assert "tiny" in (local / "tables/headline.md").read_text()
+
+
+def test_figures_verb_refuses_a_local_run_left_in_results_raw(study, tmp_path, capsys, monkeypatch):
+    shutil.copytree(study / "results" / "raw", tmp_path / "results" / "raw")
+    write(tmp_path, Cell("local", "graph_pool", "latency", "eager", 1), "ok", {"decode_step_ms_median": 1.0})
+    monkeypatch.chdir(tmp_path)
+    assert main(["figures", "--config", str(CONFIG)]) == 1
+    assert "results/raw/local/" in capsys.readouterr().err
+    assert not (tmp_path / "results/summary.csv").exists()
 
 
 def test_summary_verb(study, tmp_path, capsys):

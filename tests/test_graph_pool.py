@@ -240,3 +240,31 @@ def test_triton_kernels_on_the_cpu_interpreter():
     if r.returncode and "only 0-dimensional arrays can be converted" in r.stderr:
         pytest.skip("this Triton's interpreter does not run with this NumPy (needs numpy < 2.3)")
     assert r.returncode == 0 and "INTERPRETER OK" in r.stdout, r.stderr[-4000:]
+
+
+def test_tile_configs_are_tuned_once_per_gpu_model_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from cudagraph_bench.graph_pool import tuning
+
+    calls = []
+    key = {"format": 1, "gpu_name": "NVIDIA H200", "shapes": [(6144, 4096)], "triton": "3.6.0"}
+    monkeypatch.setattr(tuning, "cache_key", lambda model: key)
+
+    def fake_tune(model):
+        calls.append(1)
+        return {(1, 6144, 4096): (8, 1024, 4, 1), (16, 6144, 4096): None}, {"qkv@1": {"cfg": [8, 1024, 4, 1]}}
+
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+
+    Model = SimpleNamespace(kernel_opts=SimpleNamespace(linear_configs={}))
+    first = tuning.tuned_options(Model, tmp_path)
+    Model.kernel_opts.linear_configs = {}
+    second = tuning.tuned_options(Model, tmp_path)
+    assert (first["cache_hit"], second["cache_hit"]) == (False, True) and len(calls) == 1
+    assert Model.kernel_opts.linear_configs == {(1, 6144, 4096): (8, 1024, 4, 1), (16, 6144, 4096): None}
+    assert first["cache_file"] == second["cache_file"] and "nvidia_h200" in first["cache_file"]
+    # another GPU model (or Triton version) tunes again, into its own file
+    monkeypatch.setattr(tuning, "cache_key", lambda model: {**key, "gpu_name": "NVIDIA A100"})
+    third = tuning.tuned_options(Model, tmp_path)
+    assert not third["cache_hit"] and len(calls) == 2 and third["cache_file"] != first["cache_file"]

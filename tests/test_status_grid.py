@@ -141,6 +141,36 @@ def test_status_verb(root, tmp_path, capsys, monkeypatch):
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(small_config()))
     monkeypatch.setattr(S.shutil, "which", lambda name: None)  # no Slurm here
-    assert main(["status", "--config", str(config), "--root", str(root)]) == 0
+    assert main(["status", "--config", str(config), "--results", str(root / "results")]) == 0
     out = capsys.readouterr().out
     assert "## latency" in out and out == (root / S.STATUS_MD).read_text()
+
+
+def test_status_verb_takes_the_results_folder_from_the_config(root, capsys, monkeypatch):
+    """The local profile's config writes the local run's grid; the default config never touches it."""
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(S.shutil, "which", lambda name: None)
+    local = root / "results/local/status.md"
+    local.parent.mkdir(parents=True)
+    local.write_text("the local run's grid\n")
+    config = root / "small.yaml"
+    config.write_text(yaml.safe_dump(small_config()))
+    assert main(["status", "--config", str(config)]) == 0
+    assert "| h200 | graph_pool | eager | done |" in (root / "results/status.md").read_text()
+    assert local.read_text() == "the local run's grid\n"
+    config.write_text(yaml.safe_dump(dict(small_config(), results_dir="results/local")))
+    assert main(["status", "--config", str(config)]) == 0
+    assert "0 done" not in local.read_text() and "10 missing" in local.read_text()  # no results there yet
+
+
+def test_states_from_the_summary_equal_those_from_the_files(root):
+    """The `status` rule reads summary.csv; the grid must be the one the result files give."""
+    from cudagraph_bench import aggregate as agg
+
+    (root / cell("eager", 64).path).unlink()  # a corrupt file never reaches a summary
+    (root / S.REGISTRY).unlink()
+    paths = [p for p in agg.find_result_files(root)]
+    summary = agg.read_summary(agg.write_summary(agg.aggregate(root, paths)[1], root / "results/summary.csv"))
+    from_files = S.status_text(small_config(), root, squeue=lambda ids: pytest.fail("no queue"))
+    from_summary = S.status_text(small_config(), root, squeue=lambda ids: pytest.fail("no queue"), summary=summary)
+    assert from_summary == from_files and "done" in from_summary and "OOM [" in from_summary

@@ -48,18 +48,56 @@ def test_one_rounding_rule(x, text):
 
 def test_headline_shape_and_gaps(df):
     table = T.headline_table(df)
-    assert table.columns[:6] == ("GPU", "Backend", "Mode", "Latency workload", "bs=1 latency (s)", "tok/s (bs=1)")
+    assert table.columns[:8] == (
+        "GPU", "Model", "Backend", "Source", "Mode", "Tokens in / out", "bs=1 latency (s)", "tok/s (bs=1)",
+    )  # fmt: skip
     assert "Serving throughput rr=6 (tok/s)" in table.columns
     assert "Serving throughput rr=inf (tok/s)" in table.columns
     rows = rows_of(table)
     gp = [r for r in rows if r["Backend"] == "graph_pool"]
-    assert {r["Latency workload"] for r in gp} == {"latency_long"}  # the 512/128 headline wins
+    assert {r["Tokens in / out"] for r in gp} == {"256 / 64"}  # workload latency, never latency_long (512/128)
     assert all(r["Serving throughput rr=6 (tok/s)"] == "n/a" for r in gp)  # no server in the graph pool
     unsupported = [r for r in rows if r["GPU"] == "gpu_b" and r["Backend"] == "vllm"]
     assert unsupported and all(r["bs=1 latency (s)"] == "unsupported" for r in unsupported)
     eager = next(r for r in rows if (r["GPU"], r["Backend"], r["Mode"]) == ("gpu_a", "graph_pool", "Eager"))
-    assert eager["bs=1 latency (s)"] == T.fmt(8.0 * 0.128)  # synthetic: step 8 ms x 128 tokens
-    assert eager["tok/s (bs=1)"] == T.fmt(1000 / 8.0)
+    step = max(8.0, 4.0 * (1 + 1 / 64))  # synthetic: eager step = max(cpu 8 ms, gpu 4 ms x (1 + bs/64))
+    assert eager["bs=1 latency (s)"] == T.fmt(step * 64 / 1000 + 0.01)
+    assert eager["tok/s (bs=1)"] == T.fmt(64 / (step * 64 / 1000 + 0.01))
+
+
+def test_every_row_names_its_model_and_source(df):
+    for table in (T.headline_table(df), T.metrics_table(df), T.model_table(df)):
+        assert table.columns[:4] == ("GPU", "Model", "Backend", "Source"), table.name
+        for row in rows_of(table):
+            want = {"gpu_a": ("synthetic-8b", "pipeline"), "gpu_b": ("synthetic-1b", "imported (older drivers)")}
+            assert (row["Model"], row["Source"]) == want[row["GPU"]], (table.name, row)
+        assert any("imported (older drivers)" in n and "details.imported_from" in n for n in table.notes)
+
+
+def test_the_headline_gpu_comes_first(tmp_path):
+    for gpu in ("a100", "h200", "h100"):
+        for mode in ("eager", "cudagraph"):
+            write(tmp_path, Cell(gpu, "graph_pool", "latency", mode, 1), "ok", {"e2e_latency_s_mean": 0.5})
+    df = agg.aggregate(tmp_path)[1]
+    table = T.headline_table(df)
+    assert [r["GPU"] for r in rows_of(table)] == ["h200", "h200", "a100", "a100", "h100", "h100"]
+    assert table.notes[0].startswith("Headline GPU: h200")
+    assert T.headline_table(df[df["gpu"] != "h200"]).notes[0].startswith("No h200 results yet")
+
+
+def test_headline_is_the_latency_workload_at_bs1(tmp_path):
+    # the published study: 0.37 s = 64 tokens at 171.6 tok/s (synthetic copies of those two numbers)
+    for mode, s, tps in (("eager", 1.1, 58.0), ("cudagraph", 0.373, 171.6)):
+        write(
+            tmp_path,
+            Cell("h200", "vllm", "latency", mode, 1),
+            "ok",
+            {"e2e_latency_s_mean": s, "output_tokens_per_s": tps},
+        )
+        write(tmp_path, Cell("h200", "vllm", "latency_long", mode, 1), "ok", {"e2e_latency_s_mean": 9.0})
+    rows = rows_of(T.headline_table(agg.aggregate(tmp_path)[1]))
+    graph = next(r for r in rows if r["Mode"] == "CUDA graph")
+    assert (graph["Tokens in / out"], graph["bs=1 latency (s)"], graph["tok/s (bs=1)"]) == ("256 / 64", "0.373", "172")
 
 
 def test_gaps_are_labels_never_zeros(df):
@@ -71,6 +109,17 @@ def test_gaps_are_labels_never_zeros(df):
                     assert col in ("Eager", "Error (%)"), (table.name, row)
     labels = {v for t in (T.headline_table(df), T.metrics_table(df)) for r in t.rows for v in r}
     assert {"unsupported", "OOM", "error", "missing", "n/a", "—"} <= labels
+
+
+def test_metrics_table_reports_the_check_and_the_capture_study(df):
+    rows = rows_of(T.metrics_table(df))
+    a = {r["Metric"]: r for r in rows if r["GPU"] == "gpu_a"}
+    assert a["Graph vs eager, check: checks failed"]["CUDA graph"] == "0 of 20"
+    assert a["Graph vs eager, check: max relative error"]["CUDA graph"] == "0.00250"
+    assert a["Capture study, capture_study: largest set's graph memory (MB)"]["CUDA graph"] != "n/a"
+    b = {r["Metric"]: r for r in rows if r["GPU"] == "gpu_b"}
+    assert b["Graph vs eager, check: checks failed"]["CUDA graph"] == "error"
+    assert b["Capture study, capture_study: largest set's capture (s)"]["CUDA graph"] == "OOM"
 
 
 def test_metrics_table_speedup_is_eager_over_graph(df):
@@ -101,7 +150,7 @@ def test_model_table_flags_where_the_model_does_not_hold(df):
     assert set(good["regime"]) == {"launch-bound", "GPU-bound"}
     assert set(lat["us_per_kernel"].dropna().round(6)) == {80.0, 20.0}  # synthetic: 8 ms or 2 ms / 100 kernels
     rows = rows_of(T.model_table(df))
-    flagged = [r for r in rows if r["Model"].startswith("DOES NOT HOLD")]
+    flagged = [r for r in rows if r["Launch model"].startswith("DOES NOT HOLD")]
     assert len(flagged) == 1 and flagged[0]["Error (%)"] == T.fmt((1 / 1.3 - 1) * 100)
     oom = next(r for r in rows if r["GPU"] == "gpu_b" and r["Batch size"] == "64" and r["Workload"] == "latency")
     assert oom["Graph GPU time (ms)"] == "OOM" and oom["Eager predicted (ms)"] == "—"

@@ -16,6 +16,8 @@ from cudagraph_bench.cells import iter_cells
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests/configs/local_tiny.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+LOCAL = "results/local"  # config/local.yaml's results_dir: everything the local profile writes
+RAW = f"{LOCAL}/raw/local"
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -63,23 +65,37 @@ def tiny_config() -> dict:
     return config
 
 
+def committed_outputs(root: Path) -> dict[str, bytes]:
+    """Every file under ROOT/results outside results/local: the committed results and paper outputs."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted((root / "results").rglob("*"))
+        if p.is_file() and not p.relative_to(root).as_posix().startswith(f"{LOCAL}/")
+    }
+
+
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
-    """One full run of the tiny study, shared by the tests that only read it."""
+    """One full run of the tiny study, shared by the tests that only read it: in a copy of the
+    workflow that also holds the repository's committed results and paper outputs."""
+    import shutil
+
     from conftest import copy_workflow
 
     workdir = copy_workflow(tmp_path_factory.mktemp("local") / "study")
+    shutil.copytree(REPO / "results", workdir / "results", ignore=shutil.ignore_patterns("local", "status.md"))
+    before = committed_outputs(workdir)
     proc = snakemake(workdir)
-    return workdir, proc
+    return workdir, proc, before
 
 
 def test_full_local_run_produces_results_tables_and_figures(finished_study):
-    workdir, proc = finished_study
+    workdir, proc, _ = finished_study
     cells = list(iter_cells(tiny_config()))
-    assert sorted(submitted(proc)) == sorted(c.path for c in cells)
+    assert sorted(submitted(proc)) == sorted(c.path_in(LOCAL) for c in cells)
     statuses = {}
     for c in cells:
-        r = json.loads((workdir / c.path).read_text())
+        r = json.loads((workdir / c.path_in(LOCAL)).read_text())
         statuses[(c.backend, c.mode)] = r["status"]
         if r["status"] == "ok":
             assert r["metrics"], c.path
@@ -88,7 +104,7 @@ def test_full_local_run_produces_results_tables_and_figures(finished_study):
     assert statuses[("graph_pool", "eager")] == "ok"
     assert statuses[("graph_pool", "cudagraph")] == "unsupported"
     assert statuses[("vllm", "eager")] == "unsupported"
-    lat = json.loads((workdir / "results/raw/local/graph_pool/latency/eager/bs4.json").read_text())
+    lat = json.loads((workdir / f"{RAW}/graph_pool/latency/eager/bs4.json").read_text())
     assert lat["metrics"]["decode_step_ms_median"] > 0
     assert lat["metrics"]["output_tokens_per_s"] > 0
     for name in (
@@ -99,40 +115,47 @@ def test_full_local_run_produces_results_tables_and_figures(finished_study):
         "figures/fig1_latency_throughput.pdf",
         "figures/fig2_speedup.png",
     ):
-        assert (workdir / "results" / name).stat().st_size > 0, name
-    summary = (workdir / "results/summary.csv").read_text()
-    assert summary.count("\n") == len(cells) + 1
-    assert "unsupported" in (workdir / "results/tables/headline.md").read_text()
+        assert (workdir / LOCAL / name).stat().st_size > 0, name
+    summary = (workdir / LOCAL / "summary.csv").read_text()
+    assert summary.count("\n") == len(cells) + 1  # the local cells only, never the committed H100 results
+    headline = (workdir / LOCAL / "tables/headline.md").read_text()
+    assert "unsupported" in headline and "| local | tiny |" in headline and "h100" not in headline
+
+
+def test_a_local_run_never_touches_the_committed_outputs(finished_study):
+    workdir, proc, before = finished_study
+    assert committed_outputs(workdir) == before
+    assert f"outputs in {LOCAL}/" in proc.stdout + proc.stderr  # the closing summary names where they are
 
 
 def test_second_run_does_nothing(finished_study):
-    workdir, _ = finished_study
+    workdir, _, _ = finished_study
     proc = snakemake(workdir)
     assert submitted(proc) == []
     assert "Nothing to be done" in proc.stderr
 
 
 def test_deleting_one_result_reruns_exactly_that_cell(finished_study):
-    workdir, _ = finished_study
-    victim = "results/raw/local/graph_pool/latency/eager/bs1.json"
-    before = {p: p.stat().st_mtime_ns for p in (workdir / "results/raw").rglob("*.json")}
+    workdir, _, _ = finished_study
+    victim = f"{RAW}/graph_pool/latency/eager/bs1.json"
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*.json") if "/raw/" in p.as_posix()}
     (workdir / victim).unlink()
     proc = snakemake(workdir)
     assert submitted(proc) == [victim]
-    after = {p: p.stat().st_mtime_ns for p in (workdir / "results/raw").rglob("*.json")}
+    after = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*.json") if "/raw/" in p.as_posix()}
     assert {p for p in after if after[p] != before.get(p)} == {workdir / victim}
 
 
 def test_corrupt_result_is_named(finished_study):
-    workdir, _ = finished_study
-    victim = workdir / "results/raw/local/vllm/startup/eager/single.json"
+    workdir, _, _ = finished_study
+    victim = workdir / f"{RAW}/vllm/startup/eager/single.json"
     good = victim.read_text()
     try:
         # Newer and with another checksum than recorded: the summary reruns and must refuse it.
         victim.write_text(good[: len(good) // 2])
         proc = snakemake(workdir, check=False)
         assert proc.returncode != 0
-        assert "results/raw/local/vllm/startup/eager/single.json" in proc.stderr + proc.stdout
+        assert f"{RAW}/vllm/startup/eager/single.json" in proc.stderr + proc.stdout
     finally:
         victim.write_text(good)
 
@@ -158,28 +181,38 @@ def test_bad_config_fails_before_any_job(workdir):
     assert proc.returncode != 0
     assert "batch_sizes" in proc.stderr
     assert "submitted" not in proc.stderr
-    assert not (workdir / "results/raw").exists()
+    assert not (workdir / "results").exists()
+
+
+def test_a_local_run_left_in_the_committed_raw_folder_stops_the_committed_study(workdir):
+    """results/raw/local (where the local profile wrote before results/local) would be mixed into the
+    paper outputs: the study refuses to plan, naming it and where it belongs."""
+    stale = workdir / "results/raw/local/graph_pool/latency/eager/bs1.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    proc = subprocess.run([*SNAKEMAKE, "-n"], cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "results/raw/local/" in out and "results/local/raw/" in out
+    assert snakemake(workdir, "-n").returncode == 0  # the local profile (results/local) is not concerned
 
 
 def test_injected_oom_is_a_result_not_a_crash(workdir):
-    proc = snakemake(
-        workdir,
-        "results/raw/local/graph_pool/latency/eager/bs1.json",
-        env={"CGB_INJECT_FAILURE": "oom"},
-    )
-    r = json.loads((workdir / "results/raw/local/graph_pool/latency/eager/bs1.json").read_text())
+    target = f"{RAW}/graph_pool/latency/eager/bs1.json"
+    proc = snakemake(workdir, target, env={"CGB_INJECT_FAILURE": "oom"})
+    r = json.loads((workdir / target).read_text())
     assert r["status"] == "oom" and "out of memory" in r["reason"]
-    assert submitted(proc) == ["results/raw/local/graph_pool/latency/eager/bs1.json"]
+    assert submitted(proc) == [target]
 
 
 def test_rerun_errors_measures_failed_cells_again_and_keeps_the_old(workdir):
-    target = "results/raw/local/graph_pool/startup/eager/single.json"
+    target = f"{RAW}/graph_pool/startup/eager/single.json"
     snakemake(workdir, target, env={"CGB_INJECT_FAILURE": "error"})
     assert json.loads((workdir / target).read_text())["status"] == "error"
     proc = snakemake(workdir, target, "--config", "rerun_errors=True")
     assert submitted(proc) == [target]
     assert json.loads((workdir / target).read_text())["status"] == "ok"
-    kept = list((workdir / "results/superseded").rglob("single.json"))
+    kept = list((workdir / LOCAL / "superseded").rglob("single.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text())["status"] == "error"
 
 
@@ -190,7 +223,7 @@ def test_lint_is_clean(workdir):
 
 
 def test_report_builds_with_every_figure(finished_study):
-    workdir, _ = finished_study
+    workdir, _, _ = finished_study
     snakemake(workdir, "--report", "report.html")
     html = (workdir / "report.html").read_text(errors="replace")
     assert len(html) > 10000

@@ -3,6 +3,11 @@
 Verbs live in the VERBS table (name -> Verb); add one by writing a function
 `(args) -> exit code` and, if it takes options, a function that adds them to
 its sub-parser.
+
+Every verb works on one results folder: the config's `results_dir` (default
+config: `results`, the committed paper outputs, built from `results/raw` only;
+with `--config config/config.yaml config/local.yaml`: the local run's
+`results/local`), or the folder `--results` names.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from .cells import DEFAULT_RESULTS_DIR, find_result_files, legacy_local_results, results_dir_of
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -55,42 +62,76 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def _add_results(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", default="results", help="the results folder, holding raw/ (default: results)")
+    p.add_argument(
+        "--results",
+        default=None,
+        help="the results folder, holding raw/ (default: results_dir of the config, e.g. results; "
+        "the local profile's is results/local)",
+    )
 
 
-def _root_of(results: str) -> Path:
-    # Result paths name the cell as results/raw/...: the folder must be called "results".
+def locate_results(results: str | None, config: dict | None) -> tuple[Path, str]:
+    """(root, results_dir): the folder paths are recorded relative to (the repository root, i.e.
+    the working directory) and the results folder within it.
+
+    None: the config's results_dir. A relative path is taken from the working directory. An
+    absolute path elsewhere (e.g. a copy of the results) is split at its nearest folder named
+    "results", so a copy of results/raw/... records the same paths as the repository does."""
+    if results is None:
+        return Path("."), results_dir_of(config or {})
     path = Path(results)
-    if path.name != "results":
-        raise SystemExit(f"error: --results {results}: the folder must be named 'results' (it holds results/raw/...)")
-    return path.parent
+    if not path.is_absolute() and ".." not in path.parts:
+        return Path("."), path.as_posix().rstrip("/") or "."
+    path = path.resolve()
+    cwd = Path.cwd().resolve()
+    if path != cwd and path.is_relative_to(cwd):
+        return cwd, path.relative_to(cwd).as_posix()
+    for folder in (path, *path.parents):
+        if folder.name == "results":
+            return folder.parent, path.relative_to(folder.parent).as_posix()
+    return path.parent, path.name
+
+
+def _config_if_present(paths: list[str]) -> dict | None:
+    """The config if every file exists (else None, with a note)."""
+    if all(Path(c).exists() for c in paths):
+        return load_config(paths)
+    print(f"note: {' '.join(paths)} not found", file=sys.stderr)
+    return None
 
 
 # --------------------------------------------------------------------------- verbs
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print the status grid and write results/status.md."""
+    """Print the status grid of the config's study and write it to {results_dir}/status.md."""
     from .status_grid import print_status
 
-    print_status(load_config(args.config), args.root)
+    config = load_config(args.config)
+    root, results_dir = locate_results(args.results, config)
+    print_status(config, root, results_dir=results_dir)
     return 0
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    """Rebuild summary.csv, every table and every figure from the result files."""
+    """Rebuild summary.csv, every table and every figure of one results folder from its raw/ only."""
     from .aggregate import AggregationError
     from .figures import code_commit, rebuild
     from .results import ResultFileError
 
-    root = _root_of(args.results)
+    config = _config_if_present(args.config)
+    root, results_dir = locate_results(args.results, config)
+    legacy = legacy_local_results(root, results_dir)
+    if legacy:
+        print(f"error: {legacy}", file=sys.stderr)
+        return 1
     capture_sizes: list[int] = []
-    if all(Path(c).exists() for c in args.config):
-        capture_sizes = list(load_config(args.config)["graph_pool"]["capture_sizes"])
+    if config is not None:
+        capture_sizes = list(config["graph_pool"]["capture_sizes"])
     else:
-        print(f"note: {' '.join(args.config)} not found: the padding-waste figure has no capture sizes", file=sys.stderr)
+        print("note: without a config the padding-waste figure has no capture sizes", file=sys.stderr)
     try:
-        written = rebuild(root, capture_sizes=capture_sizes, commit=code_commit())
+        written = rebuild(root, results_dir=results_dir, capture_sizes=capture_sizes, commit=code_commit())
     except (ResultFileError, AggregationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -102,19 +143,19 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """One screen: where the outputs are, and how many cells are in each state."""
-    print(summary_text(_root_of(args.results)), end="")
+    config = None if args.results is not None else _config_if_present(args.config)
+    print(summary_text(*locate_results(args.results, config)), end="")
     return 0
 
 
-def summary_text(root: Path) -> str:
-    from .aggregate import find_result_files
-    from .figures import FIGURE_NAMES
-    from .tables import TABLE_NAMES
+def summary_text(root: Path, results_dir: str = DEFAULT_RESULTS_DIR) -> str:
+    from .outputs import FIGURE_NAMES, TABLE_NAMES
 
-    results = root / "results"
-    lines = [f"cudagraph-bench outputs in {results}/", ""]
+    results = root / results_dir
+    option = "" if results_dir == DEFAULT_RESULTS_DIR else f" --results {results_dir}"
+    lines = [f"cudagraph-bench outputs in {results.as_posix()}/", ""]
     summary = results / "summary.csv"
-    lines.append(f"  raw/           {len(find_result_files(root))} result files, one per cell")
+    lines.append(f"  raw/           {len(find_result_files(root, results_dir))} result files, one per cell")
     if summary.exists():
         import pandas as pd
 
@@ -122,7 +163,7 @@ def summary_text(root: Path) -> str:
         states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         lines.append(f"  summary.csv    one row per cell: {states or 'no cells'}")
     else:
-        lines.append("  summary.csv    not built yet: python -m cudagraph_bench figures")
+        lines.append(f"  summary.csv    not built yet: python -m cudagraph_bench figures{option}")
 
     def present(folder: str, names, exts) -> str:
         have = [n for n in names if all((results / folder / f"{n}.{e}").exists() for e in exts)]
@@ -135,22 +176,27 @@ def summary_text(root: Path) -> str:
     status = results / "status.md"
     lines.append(
         f"  status.md      {'the study grid' if status.exists() else 'not written yet: python -m cudagraph_bench status'}"
+        + ("" if status.exists() or not option else " --config <the run's config files>")
     )
+    legacy = legacy_local_results(root, results_dir)
+    if legacy:
+        lines += ["", f"warning: {legacy}"]
     return "\n".join(lines) + "\n"
 
 
 VERBS: dict[str, Verb] = {
     "status": Verb(
         cmd_status,
-        "per workload, the GPU x mode x batch-size grid of cell states (also written to results/status.md)",
-        lambda p: (_add_config(p), p.add_argument("--root", default=".", help="the folder holding results/")),
+        "per workload, the GPU x mode x batch-size grid of cell states (also written to {results_dir}/status.md)",
+        lambda p: (_add_config(p), _add_results(p)),
     ),
     "figures": Verb(
         cmd_figures,
-        "rebuild summary.csv, every table and figure from results/ (no GPU, Slurm or vLLM needed)",
+        "rebuild summary.csv, every table and figure of the results folder from its raw/ only "
+        "(no GPU, Slurm or vLLM needed)",
         lambda p: (_add_results(p), _add_config(p)),
     ),
-    "summary": Verb(cmd_summary, "one screen: where the outputs are", _add_results),
+    "summary": Verb(cmd_summary, "one screen: where the outputs are", lambda p: (_add_results(p), _add_config(p))),
 }
 
 

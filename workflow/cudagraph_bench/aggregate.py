@@ -3,7 +3,8 @@
 `read_results` reads every cell file in one pass and refuses a corrupt or
 schema-invalid one with an error naming it; `parse_results` is pure (records in,
 DataFrame out) so tests call it directly; `write_summary` writes
-`results/summary.csv`, one row per cell.
+`{results_dir}/summary.csv`, one row per cell, and `read_summary` reads it back
+into exactly the same table (the tables, figures and status grid start from it).
 """
 
 from __future__ import annotations
@@ -20,14 +21,20 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .cells import RAW_DIR, Cell, cell_from_path
-from .results import SCHEMA_PATH, STATUSES, ResultFileError, load_result
+from .cells import DEFAULT_RESULTS_DIR, Cell, cell_from_path, find_result_files
+from .results import SCHEMA_PATH, STATUSES, ResultFileError, load_result  # noqa: F401 - ResultFileError re-exported
 
-ID_COLUMNS = ["gpu", "backend", "workload", "kind", "mode", "batch_size"]
+# model: spec.model.name of the file (every row names the model it measured).
+ID_COLUMNS = ["gpu", "model", "backend", "workload", "kind", "mode", "batch_size"]
 STATE_COLUMNS = ["status", "reason"]
 # The workload's shape, from the spec the job measured with.
 SHAPE_COLUMNS = ["input_len", "output_len", "num_prompts", "request_rate"]
+# source: "pipeline" (measured by a cell job) or "imported" (converted, numbers unchanged, from an
+# older device driver's run; the file records which in details.imported_from).
+SOURCES = ("pipeline", "imported")
 PROVENANCE_COLUMNS = [
+    "source",
+    "imported_from",
     "host",
     "cpu_model",
     "gpu_name",
@@ -43,7 +50,13 @@ PROVENANCE_COLUMNS = [
 FILE_COLUMNS = ["path", "sha256"]
 RESERVED = frozenset(ID_COLUMNS + STATE_COLUMNS + SHAPE_COLUMNS + PROVENANCE_COLUMNS + FILE_COLUMNS)
 SORT_KEYS = ["gpu", "backend", "workload", "mode", "batch_size"]
-KINDS = ("latency", "startup", "serving")
+KINDS = ("latency", "startup", "serving", "check", "capture_study")
+# Text columns (object dtype, None where absent) and the rest's dtypes, for read_summary.
+TEXT_COLUMNS = frozenset(
+    ["gpu", "model", "backend", "workload", "kind", "mode", "status", "reason"]
+    + [c for c in PROVENANCE_COLUMNS if c != "git_dirty"]
+    + FILE_COLUMNS
+)
 
 # How a cell that has no number is shown in tables and figures: a labelled gap, never a zero.
 GAP_LABELS = {"unsupported": "unsupported", "oom": "OOM", "error": "error"}
@@ -56,12 +69,6 @@ class AggregationError(ValueError):
 
 
 # --------------------------------------------------------------------------- read
-
-
-def find_result_files(root: str | os.PathLike = ".") -> list[str]:
-    """Every result file under ROOT/results/raw, as sorted paths relative to ROOT."""
-    root = Path(root)
-    return sorted(p.relative_to(root).as_posix() for p in (root / RAW_DIR).glob("*/*/*/*/*.json"))
 
 
 # 2020-12 keywords that fastjsonschema (draft-07) does not implement, or reads
@@ -141,7 +148,7 @@ def _relative(path: str | os.PathLike, root: Path) -> str:
 def read_results(root: str | os.PathLike, paths: Iterable[str | os.PathLike]) -> list[dict]:
     """Read and check every result file in one pass.
 
-    `paths` are relative to `root` (the folder holding results/raw) or absolute
+    `paths` are relative to `root` (the folder holding the results_dir) or absolute
     under it. Returns one record per file: {"path": str relative to root,
     "sha256": hex digest of the bytes, "result": the parsed result}. Raises
     ResultFileError naming the first file that is unreadable, not JSON, not
@@ -183,7 +190,27 @@ def _is_number(v) -> bool:
 def _text_or_none(path: str, where: str, v) -> str | None:
     if v is not None and not isinstance(v, str):
         raise _fail(path, where, v)
-    return v
+    return v or None  # "" and None are both "not recorded" (summary.csv cannot tell them apart)
+
+
+def _model_name(path: str, spec) -> str:
+    """spec.model.name: the model the cell measured."""
+    model = spec.get("model") if isinstance(spec, dict) else None
+    name = model.get("name") if isinstance(model, dict) else None
+    if not isinstance(name, str) or not name:
+        raise _fail(path, "spec/model/name", name)
+    return name
+
+
+def _source(path: str, details) -> tuple[str, str | None]:
+    """("imported", details.imported_from) for a file converted from an older device driver's run,
+    else ("pipeline", None)."""
+    imported = details.get("imported_from") if isinstance(details, dict) else None
+    if imported is None:
+        return "pipeline", None
+    if not isinstance(imported, str) or not imported:
+        raise _fail(path, "details/imported_from", imported)
+    return "imported", imported
 
 
 def _shape(path: str, spec: dict) -> dict:
@@ -220,6 +247,7 @@ def _row(record: dict) -> dict:
         if not isinstance(v, str) or not v:
             raise _fail(path, f"cell/{key}", v)
         row[key] = v
+    row["model"] = _model_name(path, res.get("spec"))
     bs = cell.get("batch_size")
     if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
         raise _fail(path, "cell/batch_size", bs)
@@ -250,6 +278,7 @@ def _row(record: dict) -> dict:
     packages = prov.get("packages") or {}
     if not isinstance(packages, dict):
         raise _fail(path, "provenance/packages", packages)
+    row["source"], row["imported_from"] = _source(path, res.get("details"))
     for key in ("host", "cpu_model", "gpu_name", "driver", "git_commit", "config_hash", "slurm_job_id", "finished_utc"):
         row[key] = _text_or_none(path, f"provenance/{key}", prov.get(key))
     row["torch_version"] = _text_or_none(path, "provenance/packages/torch", packages.get("torch"))
@@ -266,9 +295,9 @@ def _row(record: dict) -> dict:
 def parse_results(records: list[dict]) -> pd.DataFrame:
     """Records (as `read_results` returns them) -> the tidy table, one row per cell.
 
-    Columns: ID_COLUMNS, status, reason, every metric (sorted by name, float,
-    NaN where a cell does not report it), SHAPE_COLUMNS, PROVENANCE_COLUMNS,
-    path, sha256. Rows sorted by gpu, backend, workload, mode, batch size.
+    Columns: ID_COLUMNS (model: spec.model.name), status, reason, every metric
+    (sorted by name, float, NaN where a cell does not report it), SHAPE_COLUMNS,
+    PROVENANCE_COLUMNS (source: pipeline / imported), path, sha256. Rows sorted by gpu, backend, workload, mode, batch size.
     Raises AggregationError naming the file and the repr() of any unexpected
     value, and for two files that hold the same cell.
     """
@@ -286,7 +315,17 @@ def parse_results(records: list[dict]) -> pd.DataFrame:
     for name in metric_names + SHAPE_COLUMNS:
         df[name] = df[name].astype("float64")
     df["git_dirty"] = df["git_dirty"].astype("boolean")
+    _text_as_object(df)
     return df.sort_values(SORT_KEYS, na_position="first", kind="mergesort").reset_index(drop=True)
+
+
+def _text_as_object(df: pd.DataFrame) -> None:
+    """Text columns as plain Python objects, None where absent: one representation whatever
+    pandas infers (its string dtypes differ between versions), so a table read back from
+    summary.csv equals the one parsed from the result files."""
+    for c in df.columns:
+        if c in TEXT_COLUMNS:
+            df[c] = df[c].astype(object).where(df[c].notna(), None)
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
@@ -295,38 +334,51 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 
 
 def parse_capture_details(records: list[dict]) -> pd.DataFrame:
-    """Per-size capture cost and capture-size studies from graph-pool startup cells' details.
+    """Graph capture cost, as the pipeline's cells record it, one row per point of figure 4.
 
-    Reads, when present, details["per_size"] (a list of {"size", "capture_s",
-    "graph_memory_mb"} in capture order) and details["capture_size_study"] (a
-    list of {"capture_sizes", "capture_s_total", "graph_memory_mb"}). Returns
-    one row per captured set: gpu, backend, source ("cumulative" or "study"),
-    capture_sizes (a tuple), n_sizes, capture_s, graph_memory_mb, path.
-    Raises AggregationError naming the file for a malformed entry.
+    - latency and startup cells in cudagraph mode: details["capture"] = {"capture_sizes",
+      "per_size": [{"size", "warmup_s", "capture_s", "memory_mb", "pool_mb"}], "memory_mb_total",
+      "static_io_mb", "capture_s_total"}. Each gives one "cell" row (the pool's totals) and
+      "cumulative" rows: the running totals as the pool adds its sizes in capture order
+      (largest first), capture time = warm-up + capture of each size.
+    - capture_study cells: details["capture_study"] = [{"set", "sizes", "n_graphs",
+      "graph_memory_mb", "capture_s_total", "per_size" (or null), ...}], one "study" row per
+      set, each captured by a fresh pool on its own.
+
+    Only cells with status ok. Columns: CAPTURE_COLUMNS. Raises AggregationError naming the
+    file for a malformed entry.
     """
     rows = []
     for rec in records:
         res, path = rec["result"], rec["path"]
-        if res.get("kind") != "startup" or res.get("status") != "ok":
+        if res.get("status") != "ok" or res.get("cell", {}).get("mode") != "cudagraph":
             continue
         details, cell = res.get("details") or {}, res["cell"]
-        base = {"gpu": cell["gpu"], "backend": cell["backend"], "mode": cell["mode"], "path": path}
-        per_size = details.get("per_size")
-        if per_size is not None:
-            rows += [dict(base, **r) for r in cumulative_capture(path, per_size)]
-        study = details.get("capture_size_study")
-        if study is not None:
-            rows += [dict(base, **r) for r in study_entries(path, study)]
+        base = {
+            "gpu": cell["gpu"],
+            "model": _model_name(path, res.get("spec")),
+            "backend": cell["backend"],
+            "workload": cell["workload"],
+            "batch_size": cell.get("batch_size"),
+            "path": path,
+        }
+        kind = res.get("kind")
+        if kind in ("latency", "startup") and details.get("capture") is not None:
+            rows += [dict(base, **r) for r in pool_capture(path, details["capture"])]
+        elif kind == "capture_study":
+            rows += [dict(base, **r) for r in study_entries(path, details.get("capture_study"))]
     return capture_frame(rows)
 
 
 CAPTURE_COLUMNS = [
     "gpu",
+    "model",
     "backend",
-    "mode",
-    "source",
-    "capture_sizes",
-    "n_sizes",
+    "workload",
+    "batch_size",
+    "series",  # "cumulative", "cell" or "study"
+    "label",  # the capture set: "1..256", "1,4,16", ...
+    "n_graphs",
     "capture_s",
     "graph_memory_mb",
     "path",
@@ -335,84 +387,104 @@ CAPTURE_COLUMNS = [
 
 def capture_frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame.from_records(rows, columns=CAPTURE_COLUMNS)
-    return df.sort_values(["gpu", "backend", "mode", "source", "n_sizes"], kind="mergesort").reset_index(drop=True)
+    df["batch_size"] = df["batch_size"].astype("Int64")
+    df["n_graphs"] = df["n_graphs"].astype("int64")
+    for c in ("capture_s", "graph_memory_mb"):
+        df[c] = df[c].astype("float64")
+    keys = ["gpu", "model", "backend", "series", "path", "n_graphs"]
+    return df.sort_values(keys, kind="mergesort").reset_index(drop=True)
 
 
-def _number(path: str, where: str, v) -> float:
-    if not _is_number(v) or not math.isfinite(v) or v < 0:
+def _number(path: str, where: str, v, *, signed: bool = False) -> float:
+    """A finite number (>= 0 unless signed: a device-memory delta is a measurement, whatever its sign)."""
+    if not _is_number(v) or not math.isfinite(v) or (v < 0 and not signed):
         raise _fail(path, where, v)
     return float(v)
 
 
-def cumulative_capture(path: str, per_size) -> list[dict]:
-    """Per-size entries (capture order) -> the running totals after each size is added."""
-    if not isinstance(per_size, list):
-        raise _fail(path, "details/per_size", per_size)
-    rows, sizes, t, mem = [], [], 0.0, 0.0
+def _size(path: str, where: str, v) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise _fail(path, where, v)
+    return v
+
+
+def sizes_label(sizes) -> str:
+    """A short name for a set of capture sizes: 1..256, 1,2,4..64, 1,4,16."""
+    s = sorted(sizes)
+    if len(s) <= 3:
+        return ",".join(map(str, s))
+    if s == list(range(s[0], s[-1] + 1)):
+        return f"{s[0]}..{s[-1]}"
+    if all(b == 2 * a for a, b in zip(s, s[1:], strict=False)):
+        return f"{s[0]},{s[1]},{s[2]}..{s[-1]}"
+    return f"{s[0]},{s[1]}..{s[-1]} ({len(s)} sizes)"
+
+
+def _per_size(path: str, where: str, per_size) -> list[dict]:
+    if not isinstance(per_size, list) or not per_size:
+        raise _fail(path, where, per_size)
+    out = []
     for i, entry in enumerate(per_size):
-        if not isinstance(entry, dict) or not isinstance(entry.get("size"), int) or isinstance(entry["size"], bool):
-            raise _fail(path, f"details/per_size/{i}", entry)
-        sizes.append(entry["size"])
-        t += _number(path, f"details/per_size/{i}/capture_s", entry.get("capture_s"))
-        mem += _number(path, f"details/per_size/{i}/graph_memory_mb", entry.get("graph_memory_mb"))
-        rows.append(
+        if not isinstance(entry, dict):
+            raise _fail(path, f"{where}/{i}", entry)
+        out.append(
             {
-                "source": "cumulative",
-                "capture_sizes": tuple(sorted(sizes)),
-                "n_sizes": len(sizes),
-                "capture_s": t,
-                "graph_memory_mb": mem,
+                "size": _size(path, f"{where}/{i}/size", entry.get("size")),
+                "time_s": _number(path, f"{where}/{i}/warmup_s", entry.get("warmup_s"))
+                + _number(path, f"{where}/{i}/capture_s", entry.get("capture_s")),
+                "memory_mb": _number(path, f"{where}/{i}/memory_mb", entry.get("memory_mb"), signed=True),
             }
         )
+    return out
+
+
+def pool_capture(path: str, capture) -> list[dict]:
+    """A cell's details.capture -> its "cell" row (totals) and "cumulative" rows (capture order)."""
+    where = "details/capture"
+    if not isinstance(capture, dict):
+        raise _fail(path, where, capture)
+    entries = _per_size(path, f"{where}/per_size", capture.get("per_size"))
+    sizes = [e["size"] for e in entries]
+    entries = sorted(entries, key=lambda e: -e["size"])  # the pool captures its largest size first
+    rows, t, mem = [], 0.0, 0.0
+    for n, entry in enumerate(entries, start=1):
+        t += entry["time_s"]
+        mem += entry["memory_mb"]
+        label = sizes_label([e["size"] for e in entries[:n]])
+        rows.append({"series": "cumulative", "label": label, "n_graphs": n, "capture_s": t, "graph_memory_mb": mem})
+    rows.append(
+        {
+            "series": "cell",
+            "label": sizes_label(sizes),
+            "n_graphs": len(sizes),
+            "capture_s": _number(path, f"{where}/capture_s_total", capture.get("capture_s_total")),
+            "graph_memory_mb": _number(path, f"{where}/memory_mb_total", capture.get("memory_mb_total"), signed=True),
+        }
+    )
     return rows
 
 
 def study_entries(path: str, study) -> list[dict]:
-    """Capture-size study entries -> rows; each entry is one captured set measured on its own."""
-    if not isinstance(study, list):
-        raise _fail(path, "capture_size_study", study)
+    """A capture_study cell's details.capture_study -> one "study" row per capture set."""
+    where = "details/capture_study"
+    if not isinstance(study, list) or not study:
+        raise _fail(path, where, study)
     rows = []
     for i, entry in enumerate(study):
-        sizes = entry.get("capture_sizes") if isinstance(entry, dict) else None
-        if not isinstance(sizes, list) or not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
-            raise _fail(path, f"capture_size_study/{i}", entry)
+        if not isinstance(entry, dict) or not isinstance(entry.get("set"), str) or not entry["set"]:
+            raise _fail(path, f"{where}/{i}", entry)
         rows.append(
             {
-                "source": "study",
-                "capture_sizes": tuple(sorted(sizes)),
-                "n_sizes": len(sizes),
-                "capture_s": _number(path, f"capture_size_study/{i}/capture_s_total", entry.get("capture_s_total")),
+                "series": "study",
+                "label": entry["set"],
+                "n_graphs": _size(path, f"{where}/{i}/n_graphs", entry.get("n_graphs")),
+                "capture_s": _number(path, f"{where}/{i}/capture_s_total", entry.get("capture_s_total")),
                 "graph_memory_mb": _number(
-                    path, f"capture_size_study/{i}/graph_memory_mb", entry.get("graph_memory_mb")
+                    path, f"{where}/{i}/graph_memory_mb", entry.get("graph_memory_mb"), signed=True
                 ),
             }
         )
     return rows
-
-
-def read_capture_studies(root: str | os.PathLike = ".") -> pd.DataFrame:
-    """Capture-size study files under ROOT/results (outside results/raw), as capture rows.
-
-    A study file is JSON named `*capture_size_study*.json`:
-    {"gpu": str, "backend": str, "capture_size_study": [entries as in
-    `parse_capture_details`]}. Raises ResultFileError / AggregationError naming the file.
-    """
-    root = Path(root)
-    rows = []
-    raw = (root / RAW_DIR).resolve()
-    for p in sorted((root / "results").rglob("*capture_size_study*.json")):
-        if p.resolve().is_relative_to(raw):
-            continue
-        rel = p.relative_to(root).as_posix()
-        try:
-            doc = json.loads(p.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ResultFileError(f"{rel}: not a readable capture-size study ({e})") from e
-        if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("gpu", "backend")):
-            raise _fail(rel, "(top level)", doc)
-        base = {"gpu": doc["gpu"], "backend": doc["backend"], "mode": "cudagraph", "path": rel}
-        rows += [dict(base, **r) for r in study_entries(rel, doc.get("capture_size_study"))]
-    return capture_frame(rows)
 
 
 # --------------------------------------------------------------------------- lookups shared by tables and figures
@@ -440,21 +512,55 @@ def value_or_gap(row: dict | None, metric: str) -> float | str:
 
 
 class Lookup:
-    """Cell lookups that remember which result files were consulted (for provenance sidecars)."""
+    """Cell lookups that remember which result files were consulted: all of them (`used`, for
+    provenance sidecars) and those since `begin()` (`consulted()`, to name one output row's model
+    and source)."""
 
     def __init__(self, df: pd.DataFrame):
         self.df = df
         self.cells = index_cells(df)
         self.used: set[str] = set()
+        self._since: list[dict] = []
+
+    def begin(self) -> None:
+        """Start one output row: `consulted()` then lists the cells looked up from here on."""
+        self._since = []
+
+    def consulted(self) -> list[dict]:
+        return list(self._since)
 
     def row(self, key: tuple) -> dict | None:
         r = self.cells.get(key)
         if r is not None:
             self.used.add(r["path"])
+            self._since.append(r)
         return r
 
     def value(self, key: tuple, metric: str) -> float | str:
         return value_or_gap(self.row(key), metric)
+
+
+IMPORTED_LABEL = "imported (older drivers)"
+
+
+def models_of(rows: Iterable[dict]) -> str | None:
+    """The model(s) the rows measured, e.g. "llama-3.1-8b" (two models: "a + b"); None for no rows."""
+    names = sorted({r["model"] for r in rows})
+    return " + ".join(names) if names else None
+
+
+def source_of(rows: Iterable[dict]) -> str | None:
+    """Where the rows' numbers come from: "pipeline", "imported (older drivers)", or both; None for no rows."""
+    labels = sorted({IMPORTED_LABEL if r["source"] == "imported" else r["source"] for r in rows})
+    return " + ".join(labels) if labels else None
+
+
+def group_rows(df: pd.DataFrame, gpu: str, backend: str | None = None) -> list[dict]:
+    """Every row of a GPU (and backend)."""
+    sel = df["gpu"] == gpu
+    if backend is not None:
+        sel &= df["backend"] == backend
+    return df[sel].to_dict("records")
 
 
 def sidecar(name: str, df: pd.DataFrame, used: Iterable[str], code_commit: str | None, **extra) -> str:
@@ -499,7 +605,45 @@ def write_summary(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return write_atomic(path, df.to_csv(index=False, lineterminator="\n"))
 
 
-def aggregate(root: str | os.PathLike = ".", paths: Iterable[str] | None = None) -> tuple[list[dict], pd.DataFrame]:
-    """read_results + parse_results over `paths` (default: every result file under root)."""
-    records = read_results(root, find_result_files(root) if paths is None else paths)
+def read_summary(path: str | os.PathLike) -> pd.DataFrame:
+    """summary.csv -> the tidy table exactly as `parse_results` built it (same columns, dtypes, values).
+
+    Text columns stay text (a commit or job id of digits is not a number), floats round-trip
+    exactly, and only an empty field is "absent". Raises AggregationError naming the file if it
+    is not a summary table."""
+    path = Path(path)
+    try:
+        header = pd.read_csv(path, nrows=0).columns.tolist()
+    except (OSError, ValueError) as e:
+        raise AggregationError(f"{path}: not a readable summary table ({e})") from e
+    missing = [c for c in ID_COLUMNS + STATE_COLUMNS + SHAPE_COLUMNS + PROVENANCE_COLUMNS + FILE_COLUMNS
+               if c not in header]  # fmt: skip
+    if missing:
+        raise AggregationError(f"{path}: not a summary table of this version (no column {', '.join(missing)})")
+    dtypes: dict = {c: "object" for c in header if c in TEXT_COLUMNS}
+    dtypes |= {"batch_size": "Int64", "git_dirty": "boolean"}
+    dtypes |= {c: "float64" for c in header if c not in dtypes}
+    # pandas 3 parses floats exactly by default (and deprecates the option); pandas 2 needs it.
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    df = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values={c: [""] for c in header}, **exact)
+    _text_as_object(df)
+    return df
+
+
+def check_records_match(records: list[dict], df: pd.DataFrame, summary: str | os.PathLike = "summary.csv") -> None:
+    """Refuse result files whose bytes are not those summary.csv was built from (changed since)."""
+    recorded = dict(zip(df["path"], df["sha256"], strict=True))
+    for rec in records:
+        want = recorded.get(rec["path"])
+        if want is None:
+            raise AggregationError(f"{rec['path']}: not in {summary}; rebuild the summary first")
+        if want != rec["sha256"]:
+            raise AggregationError(f"{rec['path']}: changed since {summary} was built; rebuild the summary first")
+
+
+def aggregate(
+    root: str | os.PathLike = ".", paths: Iterable[str] | None = None, *, results_dir: str = DEFAULT_RESULTS_DIR
+) -> tuple[list[dict], pd.DataFrame]:
+    """read_results + parse_results over `paths` (default: every result file under ROOT/RESULTS_DIR/raw)."""
+    records = read_results(root, find_result_files(root, results_dir) if paths is None else paths)
     return records, parse_results(records)

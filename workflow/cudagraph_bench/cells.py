@@ -30,6 +30,7 @@ LEGACY_LOCAL_RAW = f"{RAW_DIR}/local"
 BACKEND_KINDS = {
     "graph_pool": ("latency", "startup", "check", "capture_study"),
     "vllm": ("latency", "startup", "serving"),
+    "torch_compile": ("latency", "startup"),
 }
 # Kinds that exist only in some modes: the pool's correctness check and capture
 # study are about its graphs, so they are cudagraph cells only.
@@ -40,6 +41,7 @@ KIND_MODES = {
 BACKEND_MODES = {
     "graph_pool": ("eager", "cudagraph"),
     "vllm": ("eager", "cudagraph", "compile_nograph"),
+    "torch_compile": ("eager", "cudagraph", "compile_nograph"),
 }
 
 # {results_dir}/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json, point = bs<N> or "single"

@@ -4,8 +4,10 @@ Every figure is drawn by a function (data -> matplotlib Figure) under one style
 (`STYLE`: DejaVu Sans as shipped with matplotlib, the Okabe-Ito colour-blind-safe
 palette, units on every axis) and saved without dates, tool versions or
 run-dependent ids in its metadata. A cell without a number is a labelled gap
-("unsupported", "OOM", "error", "missing"), never a bar or point at zero. Each
-figure gets a sidecar JSON: code commit, the results' commits and config
+("unsupported", "OOM", "error", "missing"), never a bar or point at zero. Every
+group, series or panel label names the model its cells measured, and says
+"imported" where the numbers were converted from an older device driver's run.
+Each figure gets a sidecar JSON: code commit, the results' commits and config
 hashes, and the result files it was drawn from.
 
 Figures are drawn on `matplotlib.figure.Figure` with the Agg canvas directly,
@@ -28,6 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 from . import tables as T
 from .aggregate import (
@@ -36,14 +39,17 @@ from .aggregate import (
     Lookup,
     aggregate,
     cell_key,
+    group_rows,
+    models_of,
     parse_capture_details,
-    read_capture_studies,
+    read_summary,
     sidecar,
+    sizes_label,
     value_or_gap,
     write_atomic,
     write_summary,
 )
-from .cells import BACKEND_KINDS, BACKEND_MODES
+from .cells import BACKEND_KINDS, BACKEND_MODES, DEFAULT_RESULTS_DIR
 from .outputs import FIGURE_FORMATS, FIGURE_NAMES, figure_outputs  # noqa: F401 - figure_outputs re-exported
 from .results import REPO_ROOT
 
@@ -149,9 +155,23 @@ def series_color(i: int) -> str:
     return SERIES_COLORS[i % len(SERIES_COLORS)]
 
 
-def mode_legend(ax, modes: Sequence[str]) -> None:
+def origin(rows: list[dict]) -> str:
+    """The model the rows measured, with ", imported" where their numbers were converted from an
+    older device driver's run: "llama-3.1-8b", "llama-3.1-8b, imported"."""
+    sources = {r["source"] for r in rows}
+    tail = "" if "imported" not in sources else ", imported" if sources == {"imported"} else ", partly imported"
+    return (models_of(rows) or MISSING) + tail
+
+
+def group_origin(df: pd.DataFrame, gpu: str, backend: str | None = None) -> str:
+    """origin() of every cell of a GPU (and backend)."""
+    return origin(group_rows(df, gpu, backend))
+
+
+def mode_legend(fig: Figure, modes: Sequence[str]) -> None:
+    """The modes' colours, below the panels (never over a bar)."""
     handles = [Patch(color=MODE_COLORS.get(m, GAP_COLOR), label=T.MODE_LABELS.get(m, m)) for m in modes]
-    ax.legend(handles=handles, loc="upper right")
+    fig.legend(handles=handles, loc="outside lower center", ncols=max(len(handles), 1))
 
 
 def _grouped_bars(ax, groups: list[tuple], modes: list[str], value: Callable[[tuple, str], float | str]) -> None:
@@ -176,41 +196,45 @@ def _grouped_bars(ax, groups: list[tuple], modes: list[str], value: Callable[[tu
 
 
 def fig1_latency_throughput(df: pd.DataFrame, lookup: Lookup) -> Figure:
-    """bs=1 latency (left) and serving throughput (right), eager vs graph, grouped by GPU and backend."""
-    fig, (ax_lat, ax_srv) = new_figure(7.0, 3.0, ncols=2)
+    """bs=1 latency of the headline workload (left) and serving throughput (right), eager vs graph,
+    grouped by GPU and backend; each group names its model."""
     all_modes = sorted(df["mode"].unique(), key=T.mode_sort_key)
-
-    groups = T.gpu_backends(df[df["kind"] == "latency"])
-    if groups:
-        head = {g: T.headline_workload(df, *g) for g in groups}
-        _grouped_bars(
-            ax_lat,
-            groups,
-            all_modes,
-            lambda g, m: lookup.value((*g, head[g], m, 1), "e2e_latency_s_mean") if head[g] else MISSING,
-        )
-    else:
-        empty_note(ax_lat, "no latency cells")
-    ax_lat.set_ylabel("bs=1 end-to-end latency (s)")
-    ax_lat.set_xlabel("GPU / backend")
-    ax_lat.set_title("Latency at batch size 1 (lower is better)")
-
+    wl = T.HEADLINE_WORKLOAD
+    lat_groups = T.gpu_backends(df[df["kind"] == "latency"])
     serving = T.workloads_of_kind(df, "serving")
-    groups = [
+    srv_groups = [
         (gpu, backend, w)
         for gpu, backend in T.gpu_backends(df)
         if "serving" in BACKEND_KINDS.get(backend, ())
         for w in serving
     ]
+    # About an inch per group, so that the model names under the bars never run into each other.
+    width = max(7.0, 1.0 * (max(len(lat_groups), 2) + max(len(srv_groups), 2)) + 1.6)
+    fig, (ax_lat, ax_srv) = new_figure(width, 3.5, ncols=2)
+
+    def tick(gpu: str, backend: str) -> str:
+        return f"{gpu}\n{backend}\n{group_origin(df, gpu, backend).replace(', ', chr(10))}"
+
+    if lat_groups:
+        _grouped_bars(ax_lat, lat_groups, all_modes, lambda g, m: lookup.value((*g, wl, m, 1), "e2e_latency_s_mean"))
+        ax_lat.set_xticks(range(len(lat_groups)), [tick(g, b) for g, b in lat_groups])
+    else:
+        empty_note(ax_lat, "no latency cells")
+    ax_lat.set_ylabel("End-to-end latency, batch size 1 (s)")
+    ax_lat.set_xlabel("GPU / backend / model")
+    ax_lat.set_title(f"bs=1 latency, workload {wl} (lower is better)")
+
+    groups = srv_groups
     if groups:
         _grouped_bars(ax_srv, groups, all_modes, lambda g, m: lookup.value((*g, m, None), "serving_output_tok_per_s"))
-        ax_srv.set_xticks(range(len(groups)), [f"{g}\n{b}\n{T.serving_label(df, w)}" for g, b, w in groups])
+        labels = [f"{tick(g, b)}\n{T.serving_label(df, w)}" for g, b, w in groups]
+        ax_srv.set_xticks(range(len(groups)), labels)
     else:
         empty_note(ax_srv, "no serving cells")
     ax_srv.set_ylabel("Serving output throughput (tok/s)")
-    ax_srv.set_xlabel("GPU / backend / request rate")
+    ax_srv.set_xlabel("GPU / backend / model / request rate")
     ax_srv.set_title("Serving throughput (higher is better)")
-    mode_legend(ax_srv if groups else ax_lat, all_modes)
+    mode_legend(fig, all_modes)
     return fig
 
 
@@ -229,9 +253,11 @@ def fig2_speedup(df: pd.DataFrame, lookup: Lookup) -> Figure:
     model = T.launch_model(df, lookup, sweep) if sweep else T.launch_model(df.iloc[0:0])
     if pairs.empty:
         empty_note(ax, "no eager/graph latency pairs")
-    gpus = sorted(pairs["gpu"].unique())
+    gpus = sorted(pairs["gpu"].unique(), key=T.gpu_sort_key)
     handles = []
-    for (gpu, backend), sel in pairs.groupby(["gpu", "backend"], sort=True):
+    groups = dict(list(pairs.groupby(["gpu", "backend"], sort=True)))
+    for gpu, backend in sorted(groups, key=lambda k: (T.gpu_sort_key(k[0]), k[1])):
+        sel = groups[(gpu, backend)]
         color, marker = series_color(gpus.index(gpu)), BACKEND_MARKERS.get(backend, "^")
         ok = sel[sel["speedup"].notna()]
         ax.plot(ok["batch_size"], ok["speedup"], color=color, marker=marker, ms=4, lw=1.2)
@@ -240,7 +266,8 @@ def fig2_speedup(df: pd.DataFrame, lookup: Lookup) -> Figure:
             (row["batch_size"], T.gap_of(row["graph_gap"]) or T.gap_of(row["eager_gap"]) or MISSING)
             for row in sel[sel["speedup"].isna()].to_dict("records")
         ]
-        label = f"{gpu} / {backend}" + (f"\n  gaps: {gap_summary(gaps)}" if gaps else "")
+        label = f"{gpu} / {backend} / {group_origin(df, gpu, backend)}"
+        label += f"\n  gaps: {gap_summary(gaps)}" if gaps else ""
         handles.append(Line2D([], [], color=color, marker=marker, ms=4, lw=1.2, label=label))
         pred = model[(model["gpu"] == gpu) & (model["backend"] == backend) & model["speedup_pred"].notna()]
         if not pred.empty:
@@ -297,13 +324,16 @@ def fig3_startup(df: pd.DataFrame, lookup: Lookup) -> Figure:
             (r["gpu"], r["backend"], r["workload"], r["mode"])
             for r in df[df["kind"] == "startup"][["gpu", "backend", "workload", "mode"]].to_dict("records")
         },
-        key=lambda k: (k[0], k[1], k[2], T.mode_sort_key(k[3])),
+        key=lambda k: (T.gpu_sort_key(k[0]), k[1], k[2], T.mode_sort_key(k[3])),
     )
-    fig, (ax,) = new_figure(6.0, max(1.6, 0.32 * len(keys) + 1.0))
+    fig, (ax,) = new_figure(6.5, max(1.9, 0.42 * len(keys) + 1.3))
     if not keys:
         empty_note(ax, "no startup cells")
+    labels, right = [], 0.0
     for i, (gpu, backend, workload, mode) in enumerate(keys):
-        parts = startup_parts(lookup.row((gpu, backend, workload, mode, None)))
+        row = lookup.row((gpu, backend, workload, mode, None))
+        labels.append(f"{gpu} / {backend} / {T.MODE_LABELS.get(mode, mode)}\n{origin([row])}")
+        parts = startup_parts(row)
         if isinstance(parts, str):
             gap_mark(ax, i, parts, horizontal=True)
             continue
@@ -312,78 +342,134 @@ def fig3_startup(df: pd.DataFrame, lookup: Lookup) -> Figure:
             if label in parts and parts[label] > 0:
                 ax.barh(i, parts[label], left=left, color=color, height=0.7)
                 left += parts[label]
+        right = max(right, left)
         ax.annotate(f"{T.fmt(left)} s", (left, i), textcoords="offset points", xytext=(3, 0), va="center", fontsize=6)
-    ax.set_yticks(range(len(keys)), [f"{g} / {b} / {T.MODE_LABELS.get(m, m)}" for g, b, _, m in keys])
+    if right > 0:
+        ax.set_xlim(0, right * 1.1)  # room for the total beside the longest bar
+    ax.set_yticks(range(len(keys)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("Start-up time (s)")
-    ax.set_ylabel("GPU / backend / mode")
+    ax.set_ylabel("GPU / backend / mode, model")
     ax.set_title("Start-up breakdown")
+    # Above the axes, not inside them: inside, it covered the longest bars and their totals.
     handles = [Patch(color=c, label=label) for label, _, c in STARTUP_PARTS] + [Patch(color=REST_COLOR, label="rest")]
-    ax.legend(handles=handles, loc="lower right")
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
     return fig
 
 
-def sizes_label(sizes: Sequence[int]) -> str:
-    """A short name for a set of capture sizes: 1..256, 1,2,4..64, 1,4,16."""
-    s = sorted(sizes)
-    if len(s) <= 3:
-        return ",".join(map(str, s))
-    if s == list(range(s[0], s[-1] + 1)):
-        return f"{s[0]}..{s[-1]}"
-    if all(b == 2 * a for a, b in zip(s, s[1:], strict=False)):
-        return f"{s[0]},{s[1]},{s[2]}..{s[-1]}"
-    return f"{s[0]},{s[1]}..{s[-1]} ({len(s)} sizes)"
+def _cumulative_source(sel: pd.DataFrame) -> str | None:
+    """The cell whose running totals draw a series' line: the latency cell of the smallest batch,
+    else the startup cell. (A startup cell is the first to capture, so its warm-ups may include
+    one-off kernel compilation and tuning that later pools find cached.)"""
+    cum = sel[sel["series"] == "cumulative"]
+    if cum.empty:
+        return None
+    cells = cum.drop_duplicates("path").to_dict("records")
+    order = sorted(
+        cells,
+        key=lambda r: (pd.isna(r["batch_size"]), 0 if pd.isna(r["batch_size"]) else int(r["batch_size"]), r["path"]),
+    )
+    return order[0]["path"]
+
+
+def _capture_axes(ax, capture: pd.DataFrame, metric: str) -> None:
+    """Log axes where the data spans decades (1 to 256 graphs, a few MB to hundreds): else the small
+    sets sit in a heap at the origin. Plain numbers on the ticks."""
+    if capture.empty:
+        return
+    if capture["n_graphs"].max() > 16:
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    values = capture[metric]
+    if (values > 0).all() and values.max() / values.min() > 30:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        ax.set_ylim(bottom=min(0.0, float(values.min())))
 
 
 def fig4_capture_cost(df: pd.DataFrame, lookup: Lookup, capture: pd.DataFrame) -> Figure:
-    """Graph memory (left) and capture time (right) vs the set of captured sizes.
+    """Graph memory (left) and capture time (right) vs the number of graphs captured, from the
+    pipeline's own cells (aggregate.parse_capture_details).
 
-    Lines: running totals as a pool captures its sizes largest first; points: the
-    capture-size study, each set captured on its own.
+    Line: the running totals as one pool captures its sizes, largest first (the smallest batch's
+    latency cell, else the startup cell); crosses: every latency / startup cell's pool in total; diamonds: the
+    capture_study cell, each set of sizes captured by a fresh pool on its own.
     """
-    fig, axes = new_figure(7.0, 3.0, ncols=2)
+    fig, axes = new_figure(7.0, 3.4, ncols=2)
     capture = capture if capture is not None else pd.DataFrame(columns=CAPTURE_COLUMNS)
-    lookup.used.update(capture["path"])
-    series = sorted(set(zip(capture["gpu"], capture["backend"], strict=True)))
+    series = sorted(
+        set(zip(capture["gpu"], capture["model"], capture["backend"], strict=True)),
+        key=lambda k: (T.gpu_sort_key(k[0]), k[1], k[2]),
+    )
+    drawn: set[str] = set()
     for ax, metric, ylabel in zip(
-        axes, ("graph_memory_mb", "capture_s"), ("Graph memory (MB)", "Capture time (s)"), strict=True
+        axes,
+        ("graph_memory_mb", "capture_s"),
+        ("Graph memory (MB)", "Capture time incl. warm-up (s)"),
+        strict=True,
     ):
         if capture.empty:
-            empty_note(ax, "no per-size capture data")
-        for i, (gpu, backend) in enumerate(series):
-            sel = capture[(capture["gpu"] == gpu) & (capture["backend"] == backend)]
-            cum = sel[sel["source"] == "cumulative"].sort_values("n_sizes")
+            empty_note(
+                ax,
+                "no capture data: no cell records\ndetails.capture (cudagraph latency / startup)\nor details.capture_study",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for i, (gpu, model, backend) in enumerate(series):
+            sel = capture[(capture["gpu"] == gpu) & (capture["model"] == model) & (capture["backend"] == backend)]
             color = series_color(i)
-            if not cum.empty:
-                ax.plot(cum["n_sizes"], cum[metric], color=color, marker=".", lw=1.2, label=f"{gpu} / {backend}")
-            study = sel[sel["source"] == "study"].sort_values("n_sizes")
+            line = _cumulative_source(sel)
+            if line is not None:
+                cum = sel[(sel["series"] == "cumulative") & (sel["path"] == line)].sort_values("n_graphs")
+                ax.plot(cum["n_graphs"], cum[metric], color=color, marker=".", lw=1.2)
+                drawn.add(line)
+            cells = sel[sel["series"] == "cell"]
+            if not cells.empty:
+                ax.plot(cells["n_graphs"], cells[metric], color=color, marker="x", ms=4, ls="none")
+                drawn.update(cells["path"])
+            study = sel[sel["series"] == "study"].sort_values("n_graphs")
             if not study.empty:
-                ax.plot(study["n_sizes"], study[metric], color=color, marker="D", ms=5, ls="none", mfc="none")
+                ax.plot(study["n_graphs"], study[metric], color=color, marker="D", ms=5, ls="none", mfc="none")
+                drawn.update(study["path"])
+                right = capture["n_graphs"].max()
                 for row in study.to_dict("records"):
+                    last = row["n_graphs"] == right  # label the rightmost set to its left, inside the axes
                     ax.annotate(
-                        sizes_label(row["capture_sizes"]),
-                        (row["n_sizes"], row[metric]),
+                        row["label"],
+                        (row["n_graphs"], row[metric]),
                         textcoords="offset points",
-                        xytext=(4, -8),
+                        xytext=(-4, 4) if last else (4, 4),
+                        ha="right" if last else "left",
+                        va="bottom",
                         fontsize=6,
                         color=color,
                     )
-        if not capture.empty and capture["n_sizes"].max() > 16:
-            ax.set_xscale("log")
-        ax.set_xlabel("Captured batch sizes (count)")
+        _capture_axes(ax, capture, metric)
+        ax.set_xlabel("Graphs captured (count)")
         ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
-    axes[0].set_title("Graph memory vs captured sizes")
-    axes[1].set_title("Capture time vs captured sizes")
+    for path in sorted(drawn):
+        lookup.used.add(path)
+    axes[0].set_title("Graph memory vs graphs captured")
+    axes[1].set_title("Capture time vs graphs captured")
     if series:
-        handles = [
-            Line2D([], [], color=series_color(i), marker=".", label=f"{g} / {b}") for i, (g, b) in enumerate(series)
-        ]
-        if (capture["source"] == "study").any():
+        by_path = df.set_index("path")
+        handles = []
+        for i, (g, m, b) in enumerate(series):
+            paths = capture.loc[(capture["gpu"] == g) & (capture["model"] == m) & (capture["backend"] == b), "path"]
+            rows = by_path.loc[sorted(set(paths) & set(by_path.index))].reset_index().to_dict("records")
+            label = f"{g} / {b} / {origin(rows) if rows else m}"
+            handles.append(Line2D([], [], color=series_color(i), marker=".", label=label))
+        kinds = set(capture["series"])
+        if "cumulative" in kinds:
+            handles.append(Line2D([], [], color=GAP_COLOR, marker=".", label="one pool, sizes added largest first"))
+        if "cell" in kinds:
+            handles.append(Line2D([], [], color=GAP_COLOR, marker="x", ls="none", label="each cell's pool (total)"))
+        if "study" in kinds:
             handles.append(
-                Line2D([], [], color=GAP_COLOR, marker="D", mfc="none", ls="none", label="capture-size study")
+                Line2D([], [], color=GAP_COLOR, marker="D", mfc="none", ls="none", label="capture study: one set each")
             )
-        axes[0].legend(handles=handles, loc="upper left")
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3))
     return fig
 
 
@@ -403,7 +489,8 @@ def padding_waste(n: int, capture_sizes: Sequence[int]) -> float | None:
 
 def fig5_padding(df: pd.DataFrame, lookup: Lookup, capture_sizes: Sequence[int]) -> Figure:
     """Padding waste vs batch size for a capture-size list (computed), with measured cells as points."""
-    fig, (ax,) = new_figure(4.5, 3.0)
+    measured_gpus = df.loc[(df["kind"] == "latency") & (df["mode"] == "cudagraph"), "gpu"].nunique()
+    fig, (ax,) = new_figure(4.5, 3.6 + 0.15 * measured_gpus)
     sizes = sorted(set(capture_sizes))
     if not sizes:
         empty_note(ax, "no capture sizes configured")
@@ -435,21 +522,32 @@ def fig5_padding(df: pd.DataFrame, lookup: Lookup, capture_sizes: Sequence[int])
         measured = df[(df["kind"] == "latency") & (df["mode"] == "cudagraph")]
         if "padding_waste_frac" in measured:
             measured = measured[measured["padding_waste_frac"].notna()]
-            for row in measured.to_dict("records"):
-                lookup.row(cell_key(row))
-            if not measured.empty:
+            colors = [c for c in SERIES_COLORS if c != OKABE_ITO["blue"]]
+            for i, gpu in enumerate(sorted(set(measured["gpu"]), key=T.gpu_sort_key)):
+                sel = measured[measured["gpu"] == gpu]
+                for row in sel.to_dict("records"):
+                    lookup.row(cell_key(row))
                 ax.scatter(
-                    measured["batch_size"],
-                    100 * measured["padding_waste_frac"],
+                    sel["batch_size"],
+                    100 * sel["padding_waste_frac"],
                     marker="x",
                     s=18,
-                    color=OKABE_ITO["vermillion"],
+                    color=colors[i % len(colors)],
                     zorder=4,
-                    label="measured (graph pool cells)",
+                    label=f"measured: {gpu} cells ({origin(sel.to_dict('records'))})",
                 )
         ax.set_xlim(0.5, n[-1] + 0.5)
         ax.set_ylim(-2, 100)
-        ax.legend(loc="upper left", title=f"mean waste over bs 1..{top}: {T.fmt(mean)}%", title_fontsize=7)
+        # Below the axes: inside, a longer list of measured GPUs would cover the curve.
+        handles, labels = ax.get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=1,
+            title=f"mean waste over bs 1..{top}: {T.fmt(mean)}%",
+            title_fontsize=7,
+        )
         ax.set_title(f"Padding waste, capture sizes {sizes_label(sizes)}")
     ax.set_xlabel("Batch size (sequences)")
     ax.set_ylabel("Compute spent on padding (%)")
@@ -465,8 +563,9 @@ def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
     else:
         backends = []
     lat = lat[lat["backend"].isin(backends)]
-    gpus = sorted(lat["gpu"].unique())
-    fig, axes = new_figure(max(3.0, 2.6 * max(len(gpus), 1)), 3.0, ncols=max(len(gpus), 1))
+    gpus = sorted(lat["gpu"].unique(), key=T.gpu_sort_key)
+    # Wide enough for the legend and title even with one panel (at 3 in they were cut off).
+    fig, axes = new_figure(max(5.5, 2.8 * max(len(gpus), 1)), 3.4, ncols=max(len(gpus), 1))
     if not gpus:
         empty_note(axes[0], "no cell reports an HBM floor")
         axes[0].set_xlabel("Batch size (sequences)")
@@ -507,15 +606,16 @@ def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
         if sizes:
             _log2_batch_axis(ax, sizes)
         ax.set_ylabel("Decode step (ms)")
-        ax.set_title(gpu)
+        ax.set_title(f"{gpu}\n{group_origin(lat, gpu)}", fontsize=8)
     handles = [Line2D([], [], color=MODE_COLORS[m], marker="o", label=T.MODE_LABELS[m]) for m in ("eager", "cudagraph")]
     handles.append(Line2D([], [], color=OKABE_ITO["black"], ls="--", label="HBM floor (bytes / copy bandwidth)"))
     if len(backends) > 1:
         handles += [
             Line2D([], [], color=GAP_COLOR, marker=BACKEND_MARKERS.get(b, "^"), ls="none", label=b) for b in backends
         ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
-    fig.suptitle("Decode step vs the memory-bandwidth floor (label: graph / floor)", fontsize=9)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3))
+    fig.suptitle(f"Decode step vs the memory-bandwidth floor, {sweep or 'no sweep'}\n(labels: graph step / floor)",
+                 fontsize=9)  # fmt: skip
     return fig
 
 
@@ -592,21 +692,33 @@ def code_commit(repo: str | os.PathLike | None = None) -> str | None:
 
 
 def rebuild(
-    root: str | os.PathLike = ".", *, capture_sizes: Sequence[int] = (), commit: str | None = None
+    root: str | os.PathLike = ".",
+    *,
+    results_dir: str = DEFAULT_RESULTS_DIR,
+    capture_sizes: Sequence[int] = (),
+    commit: str | None = None,
 ) -> dict[str, list[Path]]:
-    """Every output from ROOT/results/raw: summary.csv, the tables, the figures (no GPU, Slurm or vLLM).
+    """Every output of ROOT/RESULTS_DIR from its raw/ only: summary.csv, the tables, the figures
+    (no GPU, Slurm or vLLM). Paths inside the outputs stay relative to ROOT.
 
-    Returns {"summary": [...], "tables": [...], "figures": [...]} of paths written.
-    Raises ResultFileError / AggregationError naming a bad result file.
+    Tables and figures are drawn from summary.csv as written, exactly as the Snakemake rules
+    draw them, so both give the same bytes. Returns {"summary": [...], "tables": [...],
+    "figures": [...]} of paths written. Raises ResultFileError / AggregationError naming a bad
+    result file.
     """
     root = Path(root)
-    records, df = aggregate(root)
-    capture = pd.concat([parse_capture_details(records), read_capture_studies(root)], ignore_index=True)
-    results = root / "results"
+    records, df = aggregate(root, results_dir=results_dir)
+    out = root / results_dir
+    summary = write_summary(df, out / "summary.csv")
+    df = read_summary(summary)
     return {
-        "summary": [write_summary(df, results / "summary.csv")],
-        "tables": T.write_tables(df, results / "tables", code_commit=commit),
+        "summary": [summary],
+        "tables": T.write_tables(df, out / "tables", code_commit=commit),
         "figures": write_figures(
-            df, results / "figures", capture=capture, capture_sizes=capture_sizes, code_commit=commit
+            df,
+            out / "figures",
+            capture=parse_capture_details(records),
+            capture_sizes=capture_sizes,
+            code_commit=commit,
         ),
     }

@@ -1,6 +1,6 @@
 """Measure again the cells whose recorded status is error or oom.
 
-Their result files move aside to results/superseded/<time>/... (kept, never
+Their result files move aside to {results_dir}/superseded/<time>/... (kept, never
 deleted), so Snakemake sees them missing and runs exactly those cells again.
 """
 
@@ -10,11 +10,16 @@ import json
 import time
 from pathlib import Path
 
+from .cells import DEFAULT_RESULTS_DIR
+
 FAILED_STATUSES = ("error", "oom")
 
 
-def set_aside_failed(paths: list[str], root: str | Path = ".", statuses=FAILED_STATUSES) -> list[str]:
-    """Move each existing result in `paths` whose status is in `statuses`; returns 'old -> new' lines."""
+def set_aside_failed(
+    paths: list[str], root: str | Path = ".", statuses=FAILED_STATUSES, results_dir: str = DEFAULT_RESULTS_DIR
+) -> list[str]:
+    """Move each existing result in `paths` (under RESULTS_DIR/raw) whose status is in `statuses` to
+    RESULTS_DIR/superseded/<time>/; returns 'old -> new' lines."""
     root = Path(root)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     moved = []
@@ -28,7 +33,7 @@ def set_aside_failed(paths: list[str], root: str | Path = ".", statuses=FAILED_S
             status = "error"  # unreadable: measuring again is the only way forward
         if status not in statuses:
             continue
-        dst = root / "results" / "superseded" / stamp / Path(rel).relative_to("results/raw")
+        dst = root / results_dir / "superseded" / stamp / Path(rel).relative_to(f"{results_dir}/raw")
         dst.parent.mkdir(parents=True, exist_ok=True)
         src.replace(dst)
         moved.append(f"{rel} ({status}) -> {dst.relative_to(root)}")

@@ -1,11 +1,13 @@
 """Where a study stands: per workload, the GPU x mode x batch-size grid of cell states.
 
-A cell's state comes from its result file (done / unsupported / oom / error,
-with the reason), else from the submitit executor's job registry
+A cell's state comes from its result file under the config's results_dir
+(done / unsupported / oom / error, with the reason; or from that run's
+summary.csv, which the `status` rule reads), else from the submitit executor's
+job registry
 (`.snakemake/submitit/jobs.json`: result path -> {"job_id", "launcher"}) and,
 for Slurm jobs, one `squeue` call for all of them (pending / running, with the
 job id), else it is missing. The grid prints as Markdown, which reads as plain
-text, and `write_status` writes the same text to results/status.md.
+text, and `write_status` writes the same text to {results_dir}/status.md.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .aggregate import write_atomic
-from .cells import Cell, batch_sizes, iter_cells
+from .cells import DEFAULT_RESULTS_DIR, Cell, batch_sizes, iter_cells, results_dir_of
 from .results import ResultFileError, load_result
 
 REGISTRY = ".snakemake/submitit/jobs.json"
-STATUS_MD = "results/status.md"
+STATUS_FILE = "status.md"  # in the results_dir
+STATUS_MD = f"{DEFAULT_RESULTS_DIR}/{STATUS_FILE}"
 # squeue's %T states, folded into what the grid shows.
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "RESIZING", "SIGNALING"}
 PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
@@ -101,8 +104,8 @@ def _pid_alive(pid: str) -> bool:
     return True
 
 
-def _result_state(cell: Cell, root: Path) -> CellState | None:
-    path = root / cell.path
+def _result_state(cell: Cell, root: Path, results_dir: str) -> CellState | None:
+    path = root / cell.path_in(results_dir)
     if not path.exists():
         return None
     try:
@@ -115,6 +118,14 @@ def _result_state(cell: Cell, root: Path) -> CellState | None:
 def _job_of(res: dict) -> str | None:
     job = res["provenance"].get("slurm_job_id")
     return f"slurm {job}" if job else None
+
+
+def _summary_state(cell: Cell, row: dict | None) -> CellState | None:
+    """A cell's state from its summary.csv row (status, reason, slurm_job_id), or None without one."""
+    if row is None:
+        return None
+    job = row.get("slurm_job_id")
+    return CellState(cell, RESULT_STATES[row["status"]], row.get("reason"), f"slurm {job}" if job else None)
 
 
 def _job_state(cell: Cell, entry: dict, squeue: dict[str, str] | None) -> CellState:
@@ -137,23 +148,38 @@ def _job_state(cell: Cell, entry: dict, squeue: dict[str, str] | None) -> CellSt
 
 
 def cell_states(
-    config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue
+    config: dict,
+    root: str | os.PathLike = ".",
+    *,
+    squeue: Callable = query_squeue,
+    results_dir: str | None = None,
+    summary=None,
 ) -> tuple[list[CellState], list[str]]:
-    """Every cell of the study with its state, in the study's order, and any warnings."""
+    """Every cell of the study with its state, in the study's order, and any warnings.
+
+    Results are read under ROOT/RESULTS_DIR (default: the config's results_dir). With
+    `summary` (that run's summary.csv as aggregate.read_summary returns it) the results'
+    states come from its rows and no result file, job registry or queue is consulted."""
     root = Path(root)
+    results_dir = results_dir_of(config) if results_dir is None else results_dir
+    cells = list(iter_cells(config))
+    if summary is not None:
+        by_path = {r["path"]: r for r in summary.to_dict("records")}
+        states = [_summary_state(c, by_path.get(c.path_in(results_dir))) or CellState(c, "missing") for c in cells]
+        return states, []
     registry, warning = read_registry(root)
     warnings = [warning] if warning else []
-    cells = list(iter_cells(config))
-    states = [_result_state(cell, root) for cell in cells]
-    waiting = [c for c, s in zip(cells, states, strict=True) if s is None and c.path in registry]
-    slurm_ids = [str(registry[c.path]["job_id"]) for c in waiting if registry[c.path].get("launcher") != "local"]
+    paths = {c: c.path_in(results_dir) for c in cells}
+    states = [_result_state(cell, root, results_dir) for cell in cells]
+    waiting = [c for c, s in zip(cells, states, strict=True) if s is None and paths[c] in registry]
+    slurm_ids = [str(registry[paths[c]]["job_id"]) for c in waiting if registry[paths[c]].get("launcher") != "local"]
     queue = squeue(slurm_ids) if slurm_ids else {}
     if slurm_ids and queue is None:
         warnings.append("squeue unavailable: Slurm jobs are shown as submitted, state unknown")
     out = []
     for cell, s in zip(cells, states, strict=True):
         if s is None:
-            entry = registry.get(cell.path)
+            entry = registry.get(paths[cell])
             s = _job_state(cell, entry, queue) if entry else CellState(cell, "missing")
         out.append(s)
     return out, warnings
@@ -201,21 +227,28 @@ def render_status(config: dict, states: list[CellState], warnings: Iterable[str]
     return "\n".join(lines) + "\n"
 
 
-def status_text(config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue) -> str:
-    """The status grid of the study in `config`, for the results under `root`."""
-    states, warnings = cell_states(config, root, squeue=squeue)
+def status_text(
+    config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue, results_dir=None, summary=None
+) -> str:
+    """The status grid of the study in `config`, for the results under ROOT/RESULTS_DIR (see cell_states)."""
+    states, warnings = cell_states(config, root, squeue=squeue, results_dir=results_dir, summary=summary)
     return render_status(config, states, warnings)
 
 
-def write_status(config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue) -> str:
-    """Write the grid to ROOT/results/status.md; returns the text written."""
-    text = status_text(config, root, squeue=squeue)
-    write_atomic(Path(root) / STATUS_MD, text)
+def write_status(
+    config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue, results_dir=None, summary=None
+) -> str:
+    """Write the grid to ROOT/RESULTS_DIR/status.md (default: the config's results_dir); returns the text."""
+    results_dir = results_dir_of(config) if results_dir is None else results_dir
+    text = status_text(config, root, squeue=squeue, results_dir=results_dir, summary=summary)
+    write_atomic(Path(root) / results_dir / STATUS_FILE, text)
     return text
 
 
-def print_status(config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue, file=None) -> str:
-    """Print the grid (and write results/status.md, the same text); returns it."""
-    text = write_status(config, root, squeue=squeue)
+def print_status(
+    config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue, results_dir=None, file=None
+) -> str:
+    """Print the grid (and write RESULTS_DIR/status.md, the same text); returns it."""
+    text = write_status(config, root, squeue=squeue, results_dir=results_dir)
     print(text, end="", file=file or sys.stdout)
     return text

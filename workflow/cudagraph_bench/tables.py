@@ -10,6 +10,11 @@ digits left of the decimal point are never dropped (0.8071 -> 0.807,
 12.61 -> 12.6, 706.77 -> 707, 12345.6 -> 12346); ties follow Python's float
 formatting. A cell without a number shows its gap label (missing,
 unsupported, OOM, error, n/a), never a zero; a value derived from a gap shows "—".
+
+Every row names the model its cells measured and where the numbers come from
+(Source: "pipeline", or "imported (older drivers)" for files converted from the
+device drivers that preceded the pipeline). GPUs are listed with the headline
+GPU (HEADLINE_GPU, the published study's) first.
 """
 
 from __future__ import annotations
@@ -23,7 +28,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .aggregate import MISSING, NOT_APPLICABLE, Lookup, sidecar, write_atomic
+from .aggregate import (
+    IMPORTED_LABEL,
+    MISSING,
+    NOT_APPLICABLE,
+    Lookup,
+    group_rows,
+    models_of,
+    sidecar,
+    source_of,
+    write_atomic,
+)
 from .cells import BACKEND_KINDS
 from .outputs import TABLE_FORMATS, TABLE_NAMES, table_outputs  # noqa: F401 - table_outputs re-exported
 
@@ -31,8 +46,10 @@ SIG = 3  # significant figures of every number in every table
 DERIVED_GAP = "—"  # a ratio or prediction whose input is a gap
 MODE_ORDER = ("eager", "cudagraph", "compile_nograph")
 MODE_LABELS = {"eager": "Eager", "cudagraph": "CUDA graph", "compile_nograph": "Compile, no graph"}
-# bs=1 headline latency: the published 512/128 workload if measured, else the sweep's bs=1.
-HEADLINE_WORKLOADS = ("latency_long", "latency")
+# The published study's table: the H200, bs=1 latency of workload `latency` (256 prompt + 64
+# output tokens; 0.37 s = 64 tokens at 171.6 tok/s), eager vs graphs.
+HEADLINE_GPU = "h200"
+HEADLINE_WORKLOAD = "latency"
 # The model holds where |predicted - measured| / measured is at most this.
 MODEL_TOLERANCE = 0.10
 
@@ -79,8 +96,26 @@ def workloads_of_kind(df: pd.DataFrame, kind: str) -> list[str]:
     return sorted(df.loc[df["kind"] == kind, "workload"].unique())
 
 
+def gpu_sort_key(gpu: str) -> tuple:
+    """The headline GPU first, then the others by name."""
+    return (gpu != HEADLINE_GPU, gpu)
+
+
 def gpu_backends(df: pd.DataFrame) -> list[tuple[str, str]]:
-    return sorted(set(zip(df["gpu"], df["backend"], strict=True)))
+    return sorted(set(zip(df["gpu"], df["backend"], strict=True)), key=lambda g: (gpu_sort_key(g[0]), g[1]))
+
+
+def row_origin(lookup: Lookup, df: pd.DataFrame, gpu: str, backend: str) -> tuple[str, str]:
+    """(Model, Source) of one output row: from the cells it consulted, else from its GPU and backend's cells."""
+    rows = lookup.consulted() or group_rows(df, gpu, backend)
+    return models_of(rows) or MISSING, source_of(rows) or MISSING
+
+
+def tokens_in_out(row: dict | None) -> str:
+    """ "256 / 64": the prompt and output tokens a latency cell recorded in its spec."""
+    if row is None or pd.isna(row.get("input_len")) or pd.isna(row.get("output_len")):
+        return DERIVED_GAP
+    return f"{row['input_len']:.0f} / {row['output_len']:.0f}"
 
 
 def modes_of(df: pd.DataFrame, gpu: str, backend: str) -> list[str]:
@@ -94,15 +129,6 @@ def decode_metric(df: pd.DataFrame, backend: str) -> str:
     sel = df[df["backend"] == backend]
     has_step = "decode_step_ms_median" in sel and sel["decode_step_ms_median"].notna().any()
     return "decode_step_ms_median" if has_step else "ms_per_output_token"
-
-
-def headline_workload(df: pd.DataFrame, gpu: str, backend: str) -> str | None:
-    """The latency workload whose bs=1 cells give the headline: the first of
-    HEADLINE_WORKLOADS with a bs=1 cell for this GPU and backend, else any latency workload's bs=1."""
-    bs1 = df["batch_size"].eq(1).fillna(False) & (df["kind"] == "latency")
-    present = set(df.loc[(df["gpu"] == gpu) & (df["backend"] == backend) & bs1, "workload"])
-    ordered = [w for w in HEADLINE_WORKLOADS if w in present] + sorted(present - set(HEADLINE_WORKLOADS))
-    return ordered[0] if ordered else None
 
 
 def sweep_workload(df: pd.DataFrame) -> str | None:
@@ -181,6 +207,7 @@ def decode_pairs(df: pd.DataFrame, lookup: Lookup | None = None, workload: str |
                 "graph_gap": g if isinstance(g, str) else None,
             }
         )
+    rows.sort(key=lambda r: (gpu_sort_key(r["gpu"]), r["backend"], r["workload"], r["batch_size"]))
     return pd.DataFrame.from_records(rows, columns=PAIR_COLUMNS)
 
 
@@ -267,69 +294,124 @@ def launch_model(df: pd.DataFrame, lookup: Lookup | None = None, workload: str |
 # --------------------------------------------------------------------------- the three tables
 
 
+IMPORTED_NOTE = (
+    f"Source {IMPORTED_LABEL}: converted, numbers unchanged, from the runs of the device drivers that "
+    "preceded the pipeline (results/graph_pool_bench/, results/vllm_h100/; see results/README.md); each "
+    "result file names its origin in details.imported_from and records the settings it ran with in spec."
+)
+
+
+def _source_notes(rows) -> tuple[str, ...]:
+    return (IMPORTED_NOTE,) if any(IMPORTED_LABEL in r for r in rows) else ()
+
+
 def headline_table(df: pd.DataFrame) -> Table:
-    """Per GPU and backend, the published shape:
-    Mode | bs=1 latency (s) | tok/s (bs=1) | serving throughput (tok/s), one column per serving workload."""
+    """The published table's shape, one block per GPU (HEADLINE_GPU first) and backend:
+    Mode | bs=1 latency (s) | tok/s (bs=1) | serving throughput (tok/s), one column per serving workload.
+    bs=1 is workload HEADLINE_WORKLOAD at batch size 1; each row names its model, source and the
+    token counts its latency cell recorded."""
     lookup = Lookup(df)
     serving = workloads_of_kind(df, "serving")
-    columns = ["GPU", "Backend", "Mode", "Latency workload", "bs=1 latency (s)", "tok/s (bs=1)"]
+    columns = ["GPU", "Model", "Backend", "Source", "Mode", "Tokens in / out", "bs=1 latency (s)", "tok/s (bs=1)"]
     columns += [f"Serving throughput {serving_label(df, w)} (tok/s)" for w in serving]
     rows = []
     for gpu, backend in gpu_backends(df):
-        lat = headline_workload(df, gpu, backend)
         for mode in modes_of(df, gpu, backend):
-            row = [gpu, backend, MODE_LABELS.get(mode, mode), lat or DERIVED_GAP]
-            for metric in ("e2e_latency_s_mean", "output_tokens_per_s"):
-                row.append(fmt(lookup.value((gpu, backend, lat, mode, 1), metric)) if lat else MISSING)
+            lookup.begin()
+            lat = lookup.row((gpu, backend, HEADLINE_WORKLOAD, mode, 1))
+            values = [tokens_in_out(lat)]
+            values += [fmt(lookup.value((gpu, backend, HEADLINE_WORKLOAD, mode, 1), m))
+                       for m in ("e2e_latency_s_mean", "output_tokens_per_s")]  # fmt: skip
             for w in serving:
                 if "serving" not in BACKEND_KINDS.get(backend, ("serving",)):
-                    row.append(NOT_APPLICABLE)  # e.g. the graph pool has no server
+                    values.append(NOT_APPLICABLE)  # e.g. the graph pool has no server
                 else:
-                    row.append(fmt(lookup.value((gpu, backend, w, mode, None), "serving_output_tok_per_s")))
-            rows.append(tuple(row))
+                    values.append(fmt(lookup.value((gpu, backend, w, mode, None), "serving_output_tok_per_s")))
+            model, source = row_origin(lookup, df, gpu, backend)
+            rows.append((gpu, model, backend, source, MODE_LABELS.get(mode, mode), *values))
+    if (df["gpu"] == HEADLINE_GPU).any():
+        first = f"Headline GPU: {HEADLINE_GPU} (the published table); other GPUs follow for comparison."
+    else:
+        first = f"No {HEADLINE_GPU} results yet (the published table is the {HEADLINE_GPU}'s): other GPUs only."
     notes = (
-        "bs=1 latency: mean end-to-end latency of one request at batch size 1 (prefill + decode) "
-        f"from the first of {', '.join(HEADLINE_WORKLOADS)} that was measured.",
+        first,
+        f"bs=1 latency: mean end-to-end latency (prefill + decode) of one request of workload "
+        f"{HEADLINE_WORKLOAD} at batch size 1; tok/s (bs=1): its output tokens per second. "
+        "Tokens in / out: the prompt and output tokens that cell recorded.",
         "Serving throughput: output tokens/s of the serving benchmark.",
     )
-    numeric = (False,) * 4 + (True,) * (len(columns) - 4)
+    notes += _source_notes(rows)
+    numeric = (False,) * 6 + (True,) * (len(columns) - 6)
     return Table("headline", tuple(columns), tuple(rows), numeric, notes, frozenset(lookup.used))
 
 
 def metrics_table(df: pd.DataFrame) -> Table:
     """Per GPU and backend: decode latency eager / graph per batch size with the speedup,
-    startup eager / graph, graph memory, serving throughput."""
+    startup eager / graph, graph memory, serving throughput, the graph pool's correctness check
+    and capture study."""
     lookup = Lookup(df)
     pairs = decode_pairs(df, lookup)
-    columns = ("GPU", "Backend", "Metric", "Eager", "CUDA graph", "Graph speedup (×)")
+    columns = ("GPU", "Model", "Backend", "Source", "Metric", "Eager", "CUDA graph", "Graph speedup (×)")
     rows = []
+
+    def add(gpu, backend, label, *values):
+        model, source = row_origin(lookup, df, gpu, backend)
+        rows.append((gpu, model, backend, source, label, *values))
+
     for gpu, backend in gpu_backends(df):
         sel = pairs[(pairs["gpu"] == gpu) & (pairs["backend"] == backend)]
         for p in sel.to_dict("records"):
+            lookup.begin()
+            for mode in ("eager", "cudagraph"):
+                lookup.row((gpu, backend, p["workload"], mode, p["batch_size"]))
             e = gap_of(p["eager_gap"]) or p["eager_ms"]
             g = gap_of(p["graph_gap"]) or p["graph_ms"]
             label = f"{DECODE_LABELS[p['metric']]}, {p['workload']} bs={p['batch_size']} (ms)"
-            rows.append((gpu, backend, label, fmt(e), fmt(g), fmt(ratio(e, g))))
+            add(gpu, backend, label, fmt(e), fmt(g), fmt(ratio(e, g)))
         for w in workloads_of_kind(df, "startup"):
+            lookup.begin()
             e = lookup.value((gpu, backend, w, "eager", None), "startup_s")
             g = lookup.value((gpu, backend, w, "cudagraph", None), "startup_s")
             if e != MISSING or g != MISSING:
-                rows.append((gpu, backend, f"Startup, {w} (s)", fmt(e), fmt(g), fmt(ratio(e, g))))
+                add(gpu, backend, f"Startup, {w} (s)", fmt(e), fmt(g), fmt(ratio(e, g)))
+                lookup.begin()
                 e = lookup.value((gpu, backend, w, "eager", None), "graph_memory_mb")
                 g = lookup.value((gpu, backend, w, "cudagraph", None), "graph_memory_mb")
-                rows.append((gpu, backend, f"Graph memory, {w} (MB)", fmt(e), fmt(g), NOT_APPLICABLE))
+                add(gpu, backend, f"Graph memory, {w} (MB)", fmt(e), fmt(g), NOT_APPLICABLE)
         for w in workloads_of_kind(df, "serving"):
+            lookup.begin()
             e = lookup.value((gpu, backend, w, "eager", None), "serving_output_tok_per_s")
             g = lookup.value((gpu, backend, w, "cudagraph", None), "serving_output_tok_per_s")
             if e != MISSING or g != MISSING:
                 label = f"Serving throughput {serving_label(df, w)} (tok/s)"
-                rows.append((gpu, backend, label, fmt(e), fmt(g), fmt(ratio(g, e))))
+                add(gpu, backend, label, fmt(e), fmt(g), fmt(ratio(g, e)))
+        for w in workloads_of_kind(df, "check"):
+            lookup.begin()
+            key = (gpu, backend, w, "cudagraph", None)
+            if lookup.row(key) is None:
+                continue
+            failed, total = lookup.value(key, "checks_failed"), lookup.value(key, "checks_total")
+            counts = [v if isinstance(v, str) else f"{v:.0f}" for v in (failed, total)]
+            text = failed if isinstance(failed, str) else " of ".join(counts)
+            add(gpu, backend, f"Graph vs eager, {w}: checks failed", NOT_APPLICABLE, text, NOT_APPLICABLE)
+            add(gpu, backend, f"Graph vs eager, {w}: max relative error", NOT_APPLICABLE,
+                fmt(lookup.value(key, "max_rel_err")), NOT_APPLICABLE)  # fmt: skip
+        for w in workloads_of_kind(df, "capture_study"):
+            lookup.begin()
+            key = (gpu, backend, w, "cudagraph", None)
+            if lookup.row(key) is None:
+                continue
+            for metric, label in (("graph_memory_mb_max", "graph memory (MB)"), ("capture_s_total_max", "capture (s)")):
+                value = fmt(lookup.value(key, metric))
+                add(gpu, backend, f"Capture study, {w}: largest set's {label}", NOT_APPLICABLE, value, NOT_APPLICABLE)
     notes = (
         "Graph speedup = eager / graph for times, graph / eager for throughput: above 1, graphs help.",
         "Decode step: the graph pool's median decode step; time per output token: vLLM's latency benchmark "
         "(prefill included).",
     )
-    return Table("metrics", columns, tuple(rows), (False,) * 3 + (True,) * 3, notes, frozenset(lookup.used))
+    notes += _source_notes(rows)
+    numeric = (False,) * 5 + (True,) * 3
+    return Table("metrics", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
 
 
 def model_table(df: pd.DataFrame) -> Table:
@@ -338,7 +420,9 @@ def model_table(df: pd.DataFrame) -> Table:
     model = launch_model(df, lookup)
     columns = (
         "GPU",
+        "Model",
         "Backend",
+        "Source",
         "Workload",
         "Batch size",
         "Kernels / step",
@@ -350,10 +434,14 @@ def model_table(df: pd.DataFrame) -> Table:
         "Speedup predicted (×)",
         "Speedup measured (×)",
         "Error (%)",
-        "Model",
+        "Launch model",
     )
     rows = []
     for m in model.to_dict("records"):
+        lookup.begin()
+        for mode in ("eager", "cudagraph"):
+            lookup.row((m["gpu"], m["backend"], m["workload"], mode, m["batch_size"]))
+        llm, source = row_origin(lookup, df, m["gpu"], m["backend"])
 
         def side(v, gap):
             return gap_of(gap) or (NOT_APPLICABLE if math.isnan(v) else fmt(v))
@@ -371,7 +459,9 @@ def model_table(df: pd.DataFrame) -> Table:
         rows.append(
             (
                 m["gpu"],
+                llm,
                 m["backend"],
+                source,
                 m["workload"],
                 str(m["batch_size"]),
                 side(m["kernels_per_step"], m["eager_gap"]),
@@ -394,7 +484,8 @@ def model_table(df: pd.DataFrame) -> Table:
     )
     if model.empty:
         notes += ("No cell reports kernels_per_step and cpu_enqueue_ms_per_step.",)
-    numeric = (False,) * 3 + (True,) * 10 + (False,)
+    notes += _source_notes(rows)
+    numeric = (False,) * 5 + (True,) * 10 + (False,)
     return Table("launch_model", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
 
 

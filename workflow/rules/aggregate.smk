@@ -1,7 +1,9 @@
-# All result files -> one tidy table -> tables, figures, status grid.
-# These run on the submitting machine: quick, no GPU. The table reads every
-# result under results/raw (this study's cells and any committed earlier
-# results), so GPUs measured in other runs sit side by side.
+# All result files -> one tidy table -> tables, figures, status grid, all under
+# RESULTS_DIR. These run on the submitting machine: quick, no GPU. The summary
+# reads every result under RESULTS_DIR/raw (this study's cells and any earlier
+# results there), so GPUs measured in other runs sit side by side. Each rule
+# reads exactly its inputs: tables and status read summary.csv; figures read
+# summary.csv and the cudagraph cells' capture details.
 
 
 localrules:
@@ -13,9 +15,9 @@ localrules:
 
 rule summary:
     input:
-        cell_results(),
+        RESULT_FILES,
     output:
-        "results/summary.csv",
+        f"{RESULTS_DIR}/summary.csv",
     log:
         "logs/summary/summary.log",
     conda:
@@ -26,7 +28,7 @@ rule summary:
 
 rule tables:
     input:
-        "results/summary.csv",
+        f"{RESULTS_DIR}/summary.csv",
     output:
         [
             (
@@ -38,7 +40,7 @@ rule tables:
                 if path.endswith(".md")
                 else path
             )
-            for path in table_outputs()
+            for path in table_outputs(f"{RESULTS_DIR}/tables")
         ],
     log:
         "logs/tables/tables.log",
@@ -50,7 +52,8 @@ rule tables:
 
 rule figures:
     input:
-        "results/summary.csv",
+        summary=f"{RESULTS_DIR}/summary.csv",
+        capture=CAPTURE_FILES,
     output:
         [
             (
@@ -62,7 +65,7 @@ rule figures:
                 if path.endswith(".png")
                 else path
             )
-            for path in figure_outputs()
+            for path in figure_outputs(f"{RESULTS_DIR}/figures")
         ],
     log:
         "logs/figures/figures.log",
@@ -76,9 +79,9 @@ rule figures:
 
 rule status:
     input:
-        "results/summary.csv",
+        f"{RESULTS_DIR}/summary.csv",
     output:
-        "results/status.md",
+        f"{RESULTS_DIR}/status.md",
     log:
         "logs/status/status.log",
     conda:

@@ -13,15 +13,15 @@ for backend in config["study"]["backends"]:
             name:
                 f"cell_{backend}_{gpu}"
             output:
-                f"results/raw/{gpu}/{backend}/{{workload}}/{{mode}}/{{point}}.json",
+                f"{RESULTS_DIR}/raw/{gpu}/{backend}/{{workload}}/{{mode}}/{{point}}.json",
             log:
                 f"logs/cell/{gpu}/{backend}/{{workload}}/{{mode}}/{{point}}.log",
+            # The pool's cells take seconds, vLLM's minutes (an engine start each):
+            # where both wait, the quick ones run first.
+            priority: 1 if backend == "graph_pool" else 0
             conda:
                 f"../../envs/{backend}.yaml"
             resources:
                 slurm=SLURM_SETTINGS[gpu],
-            # The pool's cells take seconds, vLLM's minutes (an engine start each):
-            # where both wait, the quick ones run first.
-            priority: 1 if backend == "graph_pool" else 0
             script:
                 "../scripts/run_cell.py"

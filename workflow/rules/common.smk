@@ -20,13 +20,23 @@ except cgb_cells.ConfigError as e:
 
 CELLS = list(cgb_cells.iter_cells(config))
 CONFIG_HASH = cgb_cells.config_hash(config)
+# Everything this run writes lives under RESULTS_DIR: raw/, summary.csv, tables/,
+# figures/, status.md, superseded/ ("results": the committed paper outputs;
+# the local profile's config/local.yaml sets "results/local").
+RESULTS_DIR = cgb_cells.results_dir_of(config)
+if workflow.is_main_process:
+    _legacy = cgb_cells.legacy_local_results(".", RESULTS_DIR)
+    if _legacy:
+        raise WorkflowError(_legacy)
 
 if config.get("rerun_errors") and workflow.is_main_process:
     # Cells whose recorded status is error/oom are measured again: their old
     # result moves aside (kept, never deleted) so Snakemake sees it missing.
     from cudagraph_bench.rerun import set_aside_failed
 
-    for moved in set_aside_failed([c.path for c in CELLS]):
+    for moved in set_aside_failed(
+        [c.path_in(RESULTS_DIR) for c in CELLS], results_dir=RESULTS_DIR
+    ):
         print(f"rerun_errors: {moved}", file=sys.stderr)
 
 
@@ -38,7 +48,27 @@ wildcard_constraints:
 
 def cell_results():
     """Every cell's result file, in the study's order."""
-    return [c.path for c in CELLS]
+    return [c.path_in(RESULTS_DIR) for c in CELLS]
+
+
+def _result_files():
+    # The study's cells, then any other result already under RESULTS_DIR/raw
+    # (e.g. GPUs measured by earlier runs), so they sit side by side in the
+    # tables. Found once, in the main process only (cell jobs never need it).
+    study = cell_results()
+    if not workflow.is_main_process:
+        return study
+    known = set(study)
+    found = cgb_cells.find_result_files(".", RESULTS_DIR)
+    return study + [p for p in found if p not in known]
+
+
+# Every result file the summary reads, and those whose capture details figure 4
+# reads (cudagraph cells).
+RESULT_FILES = _result_files()
+CAPTURE_FILES = [
+    p for p in RESULT_FILES if cgb_cells.cell_from_path(p).mode == "cudagraph"
+]
 
 
 # GPU type -> its Slurm settings as one JSON string, computed once.
@@ -53,10 +83,10 @@ def final_outputs():
     # otherwise never be measured again.
     return [
         *cell_results(),
-        "results/summary.csv",
-        *table_outputs(),
-        *figure_outputs(),
-        "results/status.md",
+        f"{RESULTS_DIR}/summary.csv",
+        *table_outputs(f"{RESULTS_DIR}/tables"),
+        *figure_outputs(f"{RESULTS_DIR}/figures"),
+        f"{RESULTS_DIR}/status.md",
     ]
 
 
@@ -64,4 +94,4 @@ onsuccess:
     # The one-screen summary of where the outputs are (main process only).
     from cudagraph_bench.__main__ import main as cgb_main
 
-    cgb_main(["summary"])
+    cgb_main(["summary", "--results", RESULTS_DIR])

@@ -1,4 +1,4 @@
-"""Snakemake script for rule `summary`: every result file -> results/summary.csv."""
+"""Snakemake script for rule `summary`: its input result files -> {results_dir}/summary.csv."""
 
 import sys
 from pathlib import Path
@@ -7,8 +7,8 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - inject
 
 from cudagraph_bench import aggregate  # noqa: E402
 
-# Every result under results/raw, not only this study's cells: earlier GPUs'
-# committed results belong in the same table.
-_, df = aggregate.aggregate(".")
+# Exactly the rule's inputs: this study's cells and every other result under
+# {results_dir}/raw (earlier GPUs' results belong in the same table).
+_, df = aggregate.aggregate(".", list(snakemake.input))  # noqa: F821
 aggregate.write_summary(df, snakemake.output[0])  # noqa: F821
 print(f"summary: {len(df)} cells -> {snakemake.output[0]}")  # noqa: F821

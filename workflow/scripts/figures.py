@@ -1,16 +1,20 @@
-"""Snakemake script for rule `figures`: the result files -> results/figures/*."""
+"""Snakemake script for rule `figures`: {results_dir}/summary.csv and the cudagraph cells'
+capture details -> {results_dir}/figures/*."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
-import pandas as pd  # noqa: E402
 from cudagraph_bench import aggregate as agg  # noqa: E402
 from cudagraph_bench.figures import code_commit, write_figures  # noqa: E402
 
-records, df = agg.aggregate(".")
-capture = pd.concat([agg.parse_capture_details(records), agg.read_capture_studies(".")], ignore_index=True)
+df = agg.read_summary(snakemake.input.summary)  # noqa: F821
+# Figure 4's data is in the result files' details, not in the table: read the
+# inputs that hold it, and refuse any that is not the file the summary was built from.
+records = agg.read_results(".", list(snakemake.input.capture))  # noqa: F821
+agg.check_records_match(records, df, snakemake.input.summary)  # noqa: F821
+capture = agg.parse_capture_details(records)
 write_figures(
     df,
     Path(snakemake.output[0]).parent,  # noqa: F821

@@ -1,10 +1,15 @@
-"""Snakemake script for rule `status`: the cell grid -> results/status.md."""
+"""Snakemake script for rule `status`: {results_dir}/summary.csv -> the cell grid in {results_dir}/status.md."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
+from cudagraph_bench.aggregate import read_summary  # noqa: E402
+from cudagraph_bench.cells import results_dir_of  # noqa: E402
 from cudagraph_bench.status_grid import write_status  # noqa: E402
 
-write_status(snakemake.config, ".")  # noqa: F821
+# Every cell has its result by now: the states come from summary.csv (no result file,
+# job registry or queue is read).
+config = snakemake.config  # noqa: F821
+write_status(config, ".", results_dir=results_dir_of(config), summary=read_summary(snakemake.input[0]))  # noqa: F821

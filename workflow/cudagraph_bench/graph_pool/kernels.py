@@ -85,41 +85,13 @@ def pdl_supported(device: torch.device | None = None) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 9
 
 
-# Tile configs measured fastest on an H100 80GB HBM3 (132 SMs) by benchmarks/graph_pool_bench.py's tune
-# stage for the Llama-3.1-8B shapes (results/graph_pool_bench/h100/graph_pool_bench.json, "tune");
-# (BLOCK_M bucket, N, K) -> (BLOCK_N, BLOCK_K, num_warps, num_stages); None: at M == 1 the tensor-core
-# kernel beat the GEMV for that shape. Other shapes and GPUs use the heuristic in linear_config().
-_SM90_132_CONFIGS: dict = {
-    (1, 6144, 4096): (8, 1024, 4, 1),  # qkv
-    (1, 4096, 4096): (4, 1024, 4, 1),  # o
-    (1, 14336, 4096): (16, 512, 4, 1),  # gate/up
-    (1, 4096, 14336): None,  # down
-    (1, 128256, 4096): (8, 1024, 4, 1),  # lm_head
-    (16, 6144, 4096): (64, 128, 4, 4),
-    (16, 4096, 4096): (32, 256, 4, 4),
-    (16, 14336, 4096): (64, 128, 4, 4),
-    (16, 4096, 14336): (32, 256, 4, 4),
-    (16, 128256, 4096): (64, 128, 4, 4),
-    (64, 6144, 4096): (64, 64, 4, 5),
-    (64, 4096, 4096): (16, 128, 4, 4),
-    (64, 14336, 4096): (32, 64, 4, 6),
-    (64, 4096, 14336): (32, 128, 4, 4),
-    (64, 128256, 4096): (64, 64, 4, 5),
-}
-
-
 def default_kernel_options(device: torch.device | str | None = None) -> KernelOptions:
-    """The launch options measured fastest on an H100 (benchmarks/graph_pool_bench.py, variants stage):
-    the GEMV at M == 1, and on sm90+ programmatic dependent launch with the trigger after the main loop
-    plus an 8 MB L2 prefetch. Tile configs from _SM90_132_CONFIGS where the GPU matches."""
+    """The launch options measured fastest on an H100 (whole decode step, graph replays): the GEMV at
+    M == 1, and on sm90+ programmatic dependent launch with the trigger after the main loop plus an
+    8 MB L2 prefetch. Tile configs come from tuning.tuned_options (measured per GPU model, cached);
+    without them linear_config() uses its heuristic."""
     pdl = pdl_supported(device)
-    opts = KernelOptions(gemv_m1=True, pdl=pdl, pdl_late=True, prefetch_mb=8.0 if pdl else 0.0)
-    if torch.cuda.is_available():
-        dev = torch.device(device) if device is not None else torch.device("cuda")
-        props = torch.cuda.get_device_properties(dev)
-        if (props.major, props.minor) == (9, 0) and props.multi_processor_count == 132:
-            opts.linear_configs = dict(_SM90_132_CONFIGS)
-    return opts
+    return KernelOptions(gemv_m1=True, pdl=pdl, pdl_late=True, prefetch_mb=8.0 if pdl else 0.0)
 
 
 @triton.jit

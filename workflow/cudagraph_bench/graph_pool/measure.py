@@ -193,13 +193,13 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
         details["graph_vs_eager"] = pool.compare_with_eager(tok, pos, rows)
 
     times = decode_step_times(step, model, batch, input_len, s["warmup_steps"], s["timed_steps"], device, s["seed"])
-    metrics.update(decode_step_ms_median=_q(times, 0.5), decode_step_ms_p10=_q(times, 0.1),
-                   decode_step_ms_p90=_q(times, 0.9))  # fmt: skip
+    metrics.update(decode_step_ms_median=quantile(times, 0.5), decode_step_ms_p10=quantile(times, 0.1),
+                   decode_step_ms_p90=quantile(times, 0.9))  # fmt: skip
     details["decode_context_len"] = _mean_context(input_len, s["warmup_steps"], s["timed_steps"], args.max_seq_len)
 
     e2e = e2e_latencies(step, model, tokens, output_len, s["warmup_repeats"], s["repeats"])
     mean = statistics.fmean(e2e)
-    metrics.update(e2e_latency_s_mean=mean, e2e_latency_s_median=_q(e2e, 0.5), e2e_latency_s_p90=_q(e2e, 0.9),
+    metrics.update(e2e_latency_s_mean=mean, e2e_latency_s_median=quantile(e2e, 0.5), e2e_latency_s_p90=quantile(e2e, 0.9),
                    output_tokens_per_s=batch * output_len / mean, ms_per_output_token=mean * 1000 / output_len)  # fmt: skip
     details["e2e_latency_s"] = e2e
 
@@ -362,7 +362,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _q(xs: list[float], q: float) -> float:
+def quantile(xs: list[float], q: float) -> float:
     """Quantile with linear interpolation (numpy's default)."""
     ys = sorted(xs)
     i = (len(ys) - 1) * q

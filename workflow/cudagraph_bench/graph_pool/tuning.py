@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from . import kernels as K
 from .model import Transformer
 
 CACHE_FORMAT = 1
@@ -71,7 +70,12 @@ def cache_key(model: Transformer) -> dict:
         "torch": torch.__version__,
         "dtype": str(model.args.torch_dtype).removeprefix("torch."),
         "shapes": shapes,
-        "launch": {"pdl": opts.pdl, "pdl_late": opts.pdl_late, "prefetch_mb": opts.prefetch_mb, "gemv_m1": opts.gemv_m1},
+        "launch": {
+            "pdl": opts.pdl,
+            "pdl_late": opts.pdl_late,
+            "prefetch_mb": opts.prefetch_mb,
+            "gemv_m1": opts.gemv_m1,
+        },
     }
 
 
@@ -84,7 +88,7 @@ def cache_path(key: dict, folder: Path | None = None) -> Path:
 def tuned_options(model: Transformer, folder: Path | None = None) -> dict:
     """Install tuned tile configs into model.kernel_opts (Triton backend on CUDA); returns the record
     {"cache_file", "cache_hit", "tune_s", "chosen", "key"} that the cell's result keeps."""
-    key = cache_key(model)
+    key = json.loads(json.dumps(cache_key(model)))  # as the cache file holds it (lists, not tuples)
     path = cache_path(key, folder)
     try:
         doc = json.loads(path.read_text())
@@ -164,6 +168,8 @@ def tune(model: Transformer) -> tuple[dict, dict]:
     Weights rotate over several copies so that no timing is served from L2. At M == 1 the GEMV's
     best is also raced against the tensor-core kernel (bucket 16's best); None records that the
     tensor-core kernel won."""
+    from . import kernels as K
+
     dev, dt = model.output.weight.device, model.args.torch_dtype
     gemv_opts = replace(model.kernel_opts, gemv_m1=True, linear_configs={})
     dot_opts = replace(model.kernel_opts, gemv_m1=False, linear_configs=gemv_opts.linear_configs)
