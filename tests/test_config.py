@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cudagraph_bench import cells
-from snakemake.exceptions import WorkflowError
+from cudagraph_bench import config as cgb_config
 from snakemake.utils import validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,9 +19,9 @@ def config():
 
 
 def refused(config) -> str:
-    with pytest.raises(WorkflowError) as e:
-        validate(config, SCHEMA)
-    return str(e.value) + str(getattr(e.value, "args", ""))
+    with pytest.raises(cells.ConfigError) as e:
+        cgb_config.validate(config)
+    return str(e.value)
 
 
 def test_shipped_config_is_valid(config):
@@ -70,3 +70,48 @@ def test_cross_references_are_checked(config, mutate, expect):
     with pytest.raises(cells.ConfigError, match=None) as e:
         cells.check_config(config)
     assert expect in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, line",
+    [
+        (lambda c: c.__setitem__("studdy", {}), "studdy: unknown key (allowed: gpu_types, graph_pool,"),
+        (lambda c: c["study"].__setitem__("modes", ["eager", "graphs"]), "study.modes[1]: 'graphs' is not allowed (allowed: eager, cudagraph, compile_nograph)"),
+        (lambda c: c["gpu_types"]["h200"].__setitem__("time_min", 0), "gpu_types.h200.time_min: 0 is less than the minimum of 1"),
+        (lambda c: c["study"].pop("model"), "study: missing key model"),
+    ],
+)  # fmt: skip
+def test_each_schema_error_is_one_line_naming_key_value_and_what_is_allowed(config, mutate, line):
+    mutate(config)
+    message = refused(config)
+    assert message.splitlines() == [line] or message.startswith(line), message
+    assert len(message) < 300  # no dump of the schema or the config
+
+
+def test_several_errors_give_one_line_each(config):
+    config["study"]["modes"] = ["graphs"]
+    config["study"]["model"] = 3
+    assert len(refused(config).splitlines()) == 2
+
+
+def test_yaml_syntax_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "study.yaml"
+    bad.write_text("study:\n  gpus: [h200\n  model: tiny\n")
+    with pytest.raises(cells.ConfigError, match=rf"^{bad}:3:8: not valid YAML"):
+        cgb_config.load([REPO / "config/config.yaml", bad])
+
+
+def test_the_snakefile_reports_schema_errors_without_a_dump(tmp_path):
+    import subprocess
+    import sys
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("studdy: {}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfiles", "config/config.yaml", str(typo)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "studdy: unknown key (allowed:" in text
+    assert len(text.splitlines()) < 15, text

@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from .cells import DEFAULT_RESULTS_DIR, find_result_files, legacy_local_results, results_dir_of
 
 DEFAULT_CONFIG = "config/config.yaml"
@@ -34,22 +32,14 @@ class Verb:
 
 def load_config(path: str | Path | list) -> dict:
     """Read the study config (several files: later ones laid over earlier ones, as
-    Snakemake's --configfiles do) and check its cross-references; exits with the message on a bad one."""
-    from snakemake.utils import update_config
+    Snakemake's --configfiles do) and check it; exits with one line per problem."""
+    from .cells import ConfigError
+    from .config import load
 
-    from .cells import ConfigError, check_config
-
-    paths = path if isinstance(path, list) else [path]
     try:
-        config: dict = {}
-        for path in paths:
-            update_config(config, yaml.safe_load(Path(path).read_text()) or {})
-        check_config(config)
-    except FileNotFoundError:
-        raise SystemExit(f"error: config file {path} not found (pass --config)") from None
-    except (ConfigError, KeyError, TypeError, yaml.YAMLError) as e:
-        raise SystemExit(f"error: config {path}: {e}") from None
-    return config
+        return load(path if isinstance(path, list) else [path])
+    except ConfigError as e:
+        raise SystemExit(f"error: config: {e}") from None
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -103,6 +93,16 @@ def _config_if_present(paths: list[str]) -> dict | None:
 # --------------------------------------------------------------------------- verbs
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check config files (YAML syntax with file and line, schema, cross-references) and count the cells."""
+    from .cells import iter_cells
+
+    config = load_config(args.config)
+    cells = list(iter_cells(config))
+    print(f"config OK ({' + '.join(args.config)}): {len(cells)} cells, results in {config['results_dir']}/")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the status grid of the config's study and write it to {results_dir}/status.md."""
     from .status_grid import print_status
@@ -116,8 +116,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_figures(args: argparse.Namespace) -> int:
     """Rebuild summary.csv, every table and every figure of one results folder from its raw/ only."""
     from .aggregate import AggregationError
-    from .figures import code_commit, rebuild
-    from .results import ResultFileError
+    from .figures import rebuild
+    from .results import ResultFileError, code_commit
 
     config = _config_if_present(args.config)
     root, results_dir = locate_results(args.results, config)
@@ -185,6 +185,9 @@ def summary_text(root: Path, results_dir: str = DEFAULT_RESULTS_DIR) -> str:
 
 
 VERBS: dict[str, Verb] = {
+    "check": Verb(
+        cmd_check, "check the study config and count its cells (errors name the file and line, or the key)", _add_config
+    ),
     "status": Verb(
         cmd_status,
         "per workload, the GPU x mode x batch-size grid of cell states (also written to {results_dir}/status.md)",

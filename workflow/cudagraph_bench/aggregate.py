@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pandas as pd
 import yaml
 
 from .cells import DEFAULT_RESULTS_DIR, Cell, cell_from_path, find_result_files
-from .results import SCHEMA_PATH, STATUSES, ResultFileError, load_result  # noqa: F401 - ResultFileError re-exported
+from .results import SCHEMA_PATH, STATUSES, ResultFileError, load_result, write_atomic  # noqa: F401 - re-exported
 
 # model: spec.model.name of the file (every row names the model it measured).
 ID_COLUMNS = ["gpu", "model", "backend", "workload", "kind", "mode", "batch_size"]
@@ -582,22 +581,6 @@ def sidecar(name: str, df: pd.DataFrame, used: Iterable[str], code_commit: str |
 
 
 # --------------------------------------------------------------------------- write
-
-
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write bytes or text to a temporary file in the same folder, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_summary(df: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -51,7 +50,6 @@ from .aggregate import (
 )
 from .cells import BACKEND_KINDS, BACKEND_MODES, DEFAULT_RESULTS_DIR
 from .outputs import FIGURE_FORMATS, FIGURE_NAMES, figure_outputs  # noqa: F401 - figure_outputs re-exported
-from .results import REPO_ROOT
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies.
 OKABE_ITO = {
@@ -672,23 +670,6 @@ def check_fonts() -> str:
 
 
 # --------------------------------------------------------------------------- the "figures only" path
-
-
-def code_commit(repo: str | os.PathLike | None = None) -> str | None:
-    """HEAD of the code that draws the outputs ("+dirty" if tracked files changed), or None without git."""
-    repo = Path(repo) if repo is not None else REPO_ROOT
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    head = git("rev-parse", "HEAD")
-    if head is None:
-        return None
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def rebuild(

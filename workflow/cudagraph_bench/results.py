@@ -89,6 +89,12 @@ def code_version() -> tuple[str | None, bool | None, str]:
     return None, None, "none"
 
 
+def code_commit() -> str | None:
+    """The commit of the code that builds an output, with "+dirty" if tracked files changed; None if unknown."""
+    commit, dirty, _ = code_version()
+    return None if commit is None else commit + ("+dirty" if dirty else "")
+
+
 def _gpu_info() -> dict:
     info = {"gpu_name": None, "gpu_count": 0, "driver": None, "cuda": None}
     try:

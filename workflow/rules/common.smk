@@ -3,20 +3,20 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 # The rules' Python package lives next to the rules; make it importable even
 # when the project is not pip-installed (e.g. a bare checkout on a GPU node).
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from cudagraph_bench import cells as cgb_cells  # noqa: E402
+from cudagraph_bench import config as cgb_config  # noqa: E402
 from cudagraph_bench.outputs import figure_outputs, table_outputs  # noqa: E402
 
-validate(config, schema="../schemas/config.schema.yaml")
 try:
-    cgb_cells.check_config(config)
+    # one line per problem: the key path, the bad value, what is allowed
+    cgb_config.validate(config)
 except cgb_cells.ConfigError as e:
-    raise WorkflowError(f"Error in config: {e}")
+    raise WorkflowError(f"Error in config:\n{e}")
 
 CELLS = list(cgb_cells.iter_cells(config))
 CONFIG_HASH = cgb_cells.config_hash(config)

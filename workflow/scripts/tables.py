@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - inject
 
 from cudagraph_bench import tables  # noqa: E402
 from cudagraph_bench.aggregate import read_summary  # noqa: E402
-from cudagraph_bench.figures import code_commit  # noqa: E402
+from cudagraph_bench.results import code_commit  # noqa: E402
 
 # summary.csv only: it holds every value exactly, with each cell's provenance and checksum.
 df = read_summary(snakemake.input[0])  # noqa: F821
