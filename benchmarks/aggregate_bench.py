@@ -1,7 +1,11 @@
 """Time the aggregation of 10,000 result files (goal: under 5 s).
 
 Generates valid, synthetic result files in a temporary folder, then times
-read_results + parse_results + write_summary over all of them.
+read_results + parse_results + write_summary over all of them. The files are
+made the way a job makes them: cells from cells.iter_cells over the study in
+config/config.yaml widened to enough GPU types and batch sizes, their spec from
+cells.job_spec, this machine's results.provenance, results.make_result; only
+the metric values are synthetic.
 
     python benchmarks/aggregate_bench.py [--files 10000] [--keep DIR]
 """
@@ -9,17 +13,22 @@ read_results + parse_results + write_summary over all of them.
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
 
 from cudagraph_bench import aggregate  # noqa: E402
-from cudagraph_bench.cells import Cell  # noqa: E402
-from cudagraph_bench.results import make_result, write_result  # noqa: E402
+from cudagraph_bench.cells import config_hash, iter_cells, job_spec  # noqa: E402
+from cudagraph_bench.results import make_result, provenance, utc_now, write_result  # noqa: E402
 
 METRICS = (
     "decode_step_ms_median decode_step_ms_p10 decode_step_ms_p90 e2e_latency_s_mean e2e_latency_s_median "
@@ -27,44 +36,41 @@ METRICS = (
     "cpu_enqueue_ms_per_step gpu_ms_per_step hbm_floor_ms copy_bandwidth_gbps graph_over_floor "
     "graph_memory_mb capture_s_total padded_batch_size padding_waste_frac"
 ).split()
-PROV = {
-    "host": "bench-node",
-    "cpu_model": "Synthetic CPU",
-    "started_utc": "2030-01-01T00:00:00+00:00",
-    "finished_utc": "2030-01-01T00:01:00+00:00",
-    "python": "3.11.0",
-    "packages": {"torch": "9.9.9", "vllm": None},
-    "git_commit": "0" * 40,
-    "git_dirty": False,
-    "config_hash": "c0ffee0000000000",
-    "slurm_job_id": "123",
-    "gpu_name": "Synthetic GPU",
-    "gpu_count": 1,
-    "driver": "000.00",
-    "cuda": "0.0",
-}
+BATCH_SIZES = list(range(1, 51))
 
 
-def cells(n: int):
-    """n distinct latency cells: GPUs x backends x 2 workloads x 2 modes x batch sizes 1..50."""
-    i = 0
-    for g in range(n // 200 + 1):
-        for backend in ("graph_pool", "vllm"):
-            for workload in ("latency", "latency_long"):
-                for mode in ("eager", "cudagraph"):
-                    for bs in range(1, 51):
-                        if i == n:
-                            return
-                        i += 1
-                        yield Cell(f"g{g:03d}", backend, workload, mode, bs)
+def study(n: int) -> dict:
+    """config/config.yaml's study, widened to at least n latency cells: graph_pool and vllm, eager
+    and cudagraph, latency and latency_long at batch sizes 1..50, on as many GPU types (copies of
+    its h200) as it takes."""
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    workloads = ["latency", "latency_long"]
+    for name in workloads:
+        config["workloads"][name].pop("batch_sizes", None)  # the study's batch sizes for both
+    per_gpu = 2 * 2 * len(workloads) * len(BATCH_SIZES)
+    gpus = [f"g{g:03d}" for g in range(-(-n // per_gpu))]
+    config["gpu_types"].update({g: copy.deepcopy(config["gpu_types"]["h200"]) for g in gpus})
+    config["study"].update(gpus=gpus, backends=["graph_pool", "vllm"], modes=["eager", "cudagraph"],
+                           workloads=workloads, batch_sizes=BATCH_SIZES)  # fmt: skip
+    return config
 
 
 def generate(root: Path, n: int) -> None:
-    for i, cell in enumerate(cells(n)):
+    config = study(n)
+    chash = config_hash(config)
+    prov = provenance(chash, utc_now())  # this machine's, as a job records it (once: it takes a while)
+    for i, cell in enumerate(itertools.islice(iter_cells(config), n)):
+        spec = job_spec(config, cell, chash)
         # Synthetic numbers, distinct per file so nothing compresses or caches away.
         metrics = {name: float(i % 97) + k / 10 for k, name in enumerate(METRICS)}
-        spec = {"workload": {"input_len": 256, "output_len": 64}, "model": {"name": "tiny"}}
-        result = make_result(cell, "latency", "ok", metrics=metrics, spec=spec, prov=PROV)
+        result = make_result(
+            cell,
+            spec["kind"],
+            "ok",
+            metrics=metrics,
+            spec={k: spec[k] for k in ("workload", "model", "measurement")},  # what the runner records
+            prov=prov,
+        )
         path = root / cell.path
         if i == 0:
             write_result(path, result)  # validates against the schema

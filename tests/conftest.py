@@ -9,7 +9,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
-from slurm_cluster.conftest_fixture import slurm_cluster  # noqa: E402, F401
+from slurm_cluster.conftest_fixture import in_ci, skip_reason, slurm_cluster  # noqa: E402, F401
+
+
+def pytest_report_header(config) -> str:
+    """Say up front what happens to the Slurm tests in this run."""
+    reason = skip_reason()
+    if in_ci():
+        return "slurm tests: CI=true: they fail if the test cluster cannot start" + (f" ({reason})" if reason else "")
+    if reason:
+        return f"slurm tests: skipped here: {reason}"
+    return "slurm tests: against the test cluster of tests/slurm_cluster (skipped if start.sh refuses)"
+
 
 # What a study needs to run somewhere else: a copy, so tests never touch the
 # repository's own results/ and .snakemake/.

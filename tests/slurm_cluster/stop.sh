@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops what start.sh started: cancels the jobs, then slurmd, slurmctld,
-# slurmdbd, MariaDB and munged (only if start.sh started it). Idempotent: with
+# slurmdbd, MariaDB and munged (only if start.sh started it), and puts back
+# the configs start.sh moved aside from /etc/slurm. Idempotent: with
 # nothing running it does nothing. The state dir stays, logs included, for
 # post-mortems; the next start.sh wipes it.
 set -euo pipefail
@@ -84,3 +85,5 @@ for d in "${dirs[@]}"; do
         munged="$d/run/munged.pid"
 done
 rm -f /dev/cgbgpu[0-9]*
+# The configs start.sh moved aside (another test cluster's) go back in place.
+restore_confs

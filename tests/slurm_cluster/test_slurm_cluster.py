@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from .cluster import ClusterInfo, start_cluster
+from .cluster import MARKER, ClusterInfo, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.slurm
 
@@ -81,6 +82,33 @@ def test_cancelled_job_is_cancelled_in_sacct(slurm_cluster: ClusterInfo) -> None
     wait_sacct(c, job, "RUNNING")
     run(c.scancel, job)
     wait_sacct(c, job, "CANCELLED")
+
+
+# What another test cluster leaves in /etc/slurm: its controller is this machine, its daemons are gone.
+LEFTOVER = "# left by another project's test cluster\nClusterName=other\nSlurmctldHost=localhost\nNodeName=n1 CPUs=1\n"
+
+
+def test_a_slurm_conf_left_by_another_test_cluster_is_moved_aside_and_put_back(slurm_cluster: ClusterInfo) -> None:
+    """Such a slurm.conf made every Slurm test skip once; now start.sh moves it aside and stop.sh
+    puts it back. Leaves the cluster stopped: second to last in this module, before the test
+    that restarts it (a later fixture user starts one anyway)."""
+    conf = slurm_cluster.slurm_conf
+    aside = Path(f"{conf}.cgb-orig")
+    stop_cluster()  # puts back what the session's start moved aside, if anything
+    fake = not conf.exists() or conf.read_text().startswith(MARKER)  # else the machine has one: use it
+    try:
+        if fake:
+            conf.write_text(LEFTOVER)
+        before = conf.read_bytes()
+        c = start_cluster(fresh=True)
+        assert conf.read_text().startswith(MARKER) and aside.read_bytes() == before
+        wait_sacct(c, sbatch(c, "-p", "debug", "--wrap", "true"), "COMPLETED")
+        stop_cluster()
+        assert conf.read_bytes() == before and not aside.exists()
+    finally:
+        stop_cluster(check=False)
+        if fake and conf.exists() and conf.read_text() == LEFTOVER:
+            conf.unlink()
 
 
 def test_restart_gives_a_fresh_working_cluster(slurm_cluster: ClusterInfo) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what this project needs into .venv (idempotent; fast when done before).
 #   bash workflow/scripts/setup_env.sh          # run the study
-#   bash workflow/scripts/setup_env.sh --test   # also the test tools and the Slurm test cluster's packages
+#   bash workflow/scripts/setup_env.sh --test   # also the test tools (pytest, ruff, snakefmt)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -28,11 +28,4 @@ echo "[setup] installing cudagraph-bench${extras} (editable) and its dependencie
 # (pkgutil over sys.path) finds snakemake_executor_plugin_submitit.
 "${pip[@]}" -e ".${extras}" --config-settings editable_mode=compat
 
-if [[ $want_test == 1 ]]; then
-  if [[ $(id -u) == 0 ]]; then
-    bash tests/slurm_cluster/install.sh
-  else
-    echo "[setup] not root: skipping the Slurm test cluster's packages (Slurm tests will be skipped)"
-  fi
-fi
 echo "[setup] ready: $(.venv/bin/snakemake --version | head -1) in .venv"

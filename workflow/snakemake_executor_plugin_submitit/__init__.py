@@ -135,6 +135,8 @@ class Executor(RemoteExecutor):
                     msg=f"cell job {sjob.job_id} failed: {reason}",
                     aux_logs=[str(sjob.paths.stdout), str(sjob.paths.stderr)],
                 )
+        # A cell running for long shows its elapsed time (at most every 30 s).
+        self.progress.tick()
         # Back off while nothing changes (each Slurm poll is an sacct call on a shared
         # controller); poll fast again when something does. Local polls are free.
         if changed or self.settings.launcher == "local":

