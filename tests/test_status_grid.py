@@ -174,3 +174,21 @@ def test_states_from_the_summary_equal_those_from_the_files(root):
     from_files = S.status_text(small_config(), root, squeue=lambda ids: pytest.fail("no queue"))
     from_summary = S.status_text(small_config(), root, squeue=lambda ids: pytest.fail("no queue"), summary=summary)
     assert from_summary == from_files and "done" in from_summary and "OOM [" in from_summary
+
+
+def test_the_status_prints_the_job_time_per_backend_mode_and_workload(root):
+    # each helper result ran from 00:00:00 to 00:01:00 (provenance), and none records wall_s
+    text = S.status_text(small_config(), root, squeue=lambda ids: {})
+    assert "## Job time of the measured cells" in text
+    assert "| h200 | graph_pool | latency | eager | 2 | 0.033 | 120 |" in text  # bs1 ok + bs4 oom
+    assert "| h200 | graph_pool | latency | cudagraph | 2 | 0.033 | 120 |" in text
+    assert "in all 0.083 h (300 s)" in text  # 5 readable results; the corrupt one has none
+
+
+def test_recorded_wall_time_wins_over_the_timestamps():
+    from cudagraph_bench.aggregate import job_wall_s
+
+    prov = {"started_utc": "2030-01-01T00:00:00+00:00", "finished_utc": "2030-01-01T00:01:00+00:00"}
+    assert job_wall_s(prov) == 60.0
+    assert job_wall_s(prov | {"wall_s": 12.5}) == 12.5
+    assert job_wall_s({}) is None

@@ -45,6 +45,7 @@ PROVENANCE_COLUMNS = [
     "config_hash",
     "slurm_job_id",
     "finished_utc",
+    "job_wall_s",
 ]
 FILE_COLUMNS = ["path", "sha256"]
 RESERVED = frozenset(ID_COLUMNS + STATE_COLUMNS + SHAPE_COLUMNS + PROVENANCE_COLUMNS + FILE_COLUMNS)
@@ -53,7 +54,7 @@ KINDS = ("latency", "startup", "serving", "check", "capture_study")
 # Text columns (object dtype, None where absent) and the rest's dtypes, for read_summary.
 TEXT_COLUMNS = frozenset(
     ["gpu", "model", "backend", "workload", "kind", "mode", "status", "reason"]
-    + [c for c in PROVENANCE_COLUMNS if c != "git_dirty"]
+    + [c for c in PROVENANCE_COLUMNS if c not in ("git_dirty", "job_wall_s")]
     + FILE_COLUMNS
 )
 
@@ -280,6 +281,7 @@ def _row(record: dict) -> dict:
     row["source"], row["imported_from"] = _source(path, res.get("details"))
     for key in ("host", "cpu_model", "gpu_name", "driver", "git_commit", "config_hash", "slurm_job_id", "finished_utc"):
         row[key] = _text_or_none(path, f"provenance/{key}", prov.get(key))
+    row["job_wall_s"] = job_wall_s(prov)
     row["torch_version"] = _text_or_none(path, "provenance/packages/torch", packages.get("torch"))
     row["vllm_version"] = _text_or_none(path, "provenance/packages/vllm", packages.get("vllm"))
     dirty = prov.get("git_dirty")
@@ -586,6 +588,22 @@ def sidecar(name: str, df: pd.DataFrame, used: Iterable[str], code_commit: str |
 def write_summary(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write the tidy table as CSV (full precision, empty where a value is absent)."""
     return write_atomic(path, df.to_csv(index=False, lineterminator="\n"))
+
+
+def job_wall_s(prov: dict) -> float | None:
+    """Seconds the cell's job spent on it: provenance.wall_s where recorded, else finished - started
+    (whole seconds); None when neither can be read."""
+    import datetime as dt
+
+    wall = prov.get("wall_s")
+    if _is_number(wall) and math.isfinite(wall):
+        return float(wall)
+    try:
+        started = dt.datetime.fromisoformat(prov["started_utc"])
+        finished = dt.datetime.fromisoformat(prov["finished_utc"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max((finished - started).total_seconds(), 0.0)
 
 
 def read_summary(path: str | os.PathLike) -> pd.DataFrame:

@@ -230,9 +230,61 @@ def render_status(config: dict, states: list[CellState], warnings: Iterable[str]
 def status_text(
     config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue, results_dir=None, summary=None
 ) -> str:
-    """The status grid of the study in `config`, for the results under ROOT/RESULTS_DIR (see cell_states)."""
+    """The status grid of the study in `config`, for the results under ROOT/RESULTS_DIR (see cell_states),
+    followed by the job time its measured cells took."""
     states, warnings = cell_states(config, root, squeue=squeue, results_dir=results_dir, summary=summary)
-    return render_status(config, states, warnings)
+    results_dir = results_dir_of(config) if results_dir is None else results_dir
+    return render_status(config, states, warnings) + render_job_time(_job_times(config, root, results_dir, summary))
+
+
+def _job_times(config: dict, root, results_dir: str, summary=None) -> list[tuple]:
+    """(gpu, backend, workload, mode, seconds) of every study cell that has a result."""
+    from .aggregate import job_wall_s
+
+    out = []
+    if summary is not None:
+        by_path = {r["path"]: r for r in summary.to_dict("records")}
+        for c in iter_cells(config):
+            r = by_path.get(c.path_in(results_dir))
+            wall = None if r is None else r.get("job_wall_s")
+            if wall is not None and wall == wall:  # not NaN
+                out.append((c.gpu, c.backend, c.workload, c.mode, float(wall)))
+        return out
+    for c in iter_cells(config):
+        path = Path(root) / c.path_in(results_dir)
+        try:
+            prov = json.loads(path.read_text()).get("provenance") or {}
+        except (OSError, ValueError):
+            continue
+        wall = job_wall_s(prov)
+        if wall is not None:
+            out.append((c.gpu, c.backend, c.workload, c.mode, wall))
+    return out
+
+
+def render_job_time(times: list[tuple]) -> str:
+    """Job time of the measured cells per GPU type, backend, workload and mode, in hours: on a GPU
+    type each is GPU time (a cell holds its GPU(s) for its whole job), here without the job's start
+    (Python, imports) and its wait in the queue."""
+    if not times:
+        return ""
+    groups: dict[tuple, list[float]] = {}
+    for gpu, backend, workload, mode, wall in times:
+        groups.setdefault((gpu, backend, workload, mode), []).append(wall)
+    lines = ["", "## Job time of the measured cells", "",
+             "| GPU | Backend | Workload | Mode | Cells | Hours | Seconds |", "|---|---|---|---|---:|---:|---:|"]  # fmt: skip
+    for (gpu, backend, workload, mode), walls in sorted(groups.items()):
+        lines.append(
+            f"| {gpu} | {backend} | {workload} | {mode} | {len(walls)} | {sum(walls) / 3600:.3f} | {sum(walls):.0f} |"
+        )
+    per_backend: dict[tuple, float] = {}
+    for gpu, backend, _, _, wall in times:
+        per_backend[(gpu, backend)] = per_backend.get((gpu, backend), 0.0) + wall
+    total = sum(per_backend.values())
+    lines += ["", "Per GPU type and backend: " + ", ".join(
+        f"{gpu} {backend} {s / 3600:.3f} h" for (gpu, backend), s in sorted(per_backend.items())
+    ) + f"; in all {total / 3600:.3f} h ({total:.0f} s), from each result's provenance (wall_s, else finished - started)."]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def write_status(
