@@ -21,16 +21,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from snakemake_executor_plugin_submitit.registry import DEFAULT_FOLDER, REGISTRY_FILE
+from snakemake_executor_plugin_submitit.status import PENDING_STATES, RUNNING_STATES
+
 from .aggregate import write_atomic
 from .cells import DEFAULT_RESULTS_DIR, Cell, batch_sizes, iter_cells, results_dir_of
 from .results import ResultFileError, load_result
 
-REGISTRY = ".snakemake/submitit/jobs.json"
+REGISTRY = f"{DEFAULT_FOLDER}/{REGISTRY_FILE}"  # the executor's default folder (setting submitit-folder)
 STATUS_FILE = "status.md"  # in the results_dir
 STATUS_MD = f"{DEFAULT_RESULTS_DIR}/{STATUS_FILE}"
 # squeue's %T states, folded into what the grid shows.
-RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "RESIZING", "SIGNALING"}
-PENDING_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD"}
 RESULT_STATES = {"ok": "done", "unsupported": "unsupported", "oom": "OOM", "error": "error"}
 # The order states are counted in the summary line.
 STATE_ORDER = ("done", "running", "pending", "submitted", "unsupported", "OOM", "error", "corrupt", "lost", "missing")

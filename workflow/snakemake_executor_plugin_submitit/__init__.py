@@ -19,7 +19,7 @@ from snakemake_interface_executor_plugins.settings import CommonSettings, Execut
 from . import status, submission
 from .job import SnakemakeJob, job_argv
 from .progress import Progress
-from .registry import JobRegistry
+from .registry import DEFAULT_FOLDER, REGISTRY_FILE, JobRegistry
 
 
 @dataclass
@@ -29,7 +29,7 @@ class ExecutorSettings(ExecutorSettingsBase):
         metadata={"help": "Where jobs run: 'slurm' (sbatch through submitit) or 'local' (processes on this machine)."},
     )
     folder: str = field(
-        default=".snakemake/submitit",
+        default=DEFAULT_FOLDER,
         metadata={"help": "Folder for submitit's job files and logs, and the job registry (jobs.json)."},
     )
     min_poll_s: float = field(
@@ -58,7 +58,7 @@ class Executor(RemoteExecutor):
     def __post_init__(self):
         self.settings: ExecutorSettings = self.workflow.executor_settings
         self.folder = Path(self.settings.folder).resolve()
-        self.registry = JobRegistry(self.folder / "jobs.json")
+        self.registry = JobRegistry(self.folder / REGISTRY_FILE)
         self.executor = submission.make_executor(self.settings.launcher, self.folder / "jobs")
         self.progress = Progress(self.logger)
         self.sacct_calls = 0

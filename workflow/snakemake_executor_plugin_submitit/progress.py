@@ -15,7 +15,7 @@ from collections.abc import Callable
 from . import status
 
 # Scheduler words -> the few states a user cares about.
-_PENDING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "SUSPENDED", "PREEMPTED"}
+_PENDING = status.PENDING_STATES
 LONG_RUNNING_S = 30.0  # a cell running longer than this shows its elapsed time
 REFRESH_S = 30.0  # the line is printed again, while nothing else changes, at most this often
 _NAMED = 2  # long-running cells named in the line; the rest are counted

@@ -12,6 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
+DEFAULT_FOLDER = ".snakemake/submitit"  # the executor's folder setting, unless a profile sets another
+REGISTRY_FILE = "jobs.json"  # in that folder
+
 
 class JobRegistry:
     """output path -> {"job_id", "launcher", "folder"}; written atomically after each change."""

@@ -10,23 +10,14 @@ import submitit
 
 RUNNING, SUCCESS, FAILED = "running", "success", "failed"
 
-# Slurm states that are not final. PREEMPTED/REQUEUED: submitit requeues the job.
-_SLURM_ACTIVE = {
-    "PENDING",
-    "CONFIGURING",
-    "RUNNING",
-    "COMPLETING",
-    "REQUEUED",
-    "RESIZING",
-    "SUSPENDED",
-    "PREEMPTED",
-    "READY",
-    "UNKNOWN",
-    "REQUEUE_HOLD",
-    "REQUEUE_FED",
-    "SIGNALING",
-    "STAGE_OUT",
-}
+# Slurm states that are not final, as a user sees them: waiting for a node, or on one. The
+# one definition: the progress line and the status grid import these. PREEMPTED / REQUEUED:
+# submitit requeues the job.
+PENDING_STATES = frozenset(
+    {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "PREEMPTED", "RESV_DEL_HOLD"}
+)
+RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"})
+_SLURM_ACTIVE = PENDING_STATES | RUNNING_STATES | {"READY", "UNKNOWN"}
 
 
 def poll_slurm(jobs: list[submitit.Job]) -> int:
