@@ -125,7 +125,8 @@ def test_metrics_table_reports_the_check_and_the_capture_study(df):
 def test_metrics_table_speedup_is_eager_over_graph(df):
     rows = rows_of(T.metrics_table(df))
     r = next(r for r in rows if r["GPU"] == "gpu_a" and r["Metric"] == "Decode step, latency bs=1 (ms)")
-    assert float(r["Graph speedup (×)"]) == pytest.approx(float(r["Eager"]) / float(r["CUDA graph"]), rel=1e-2)
+    median = lambda text: float(text.split(" (")[0])  # noqa: E731 - "median (p10–p90)"
+    assert float(r["Graph speedup (×)"]) == pytest.approx(median(r["Eager"]) / median(r["CUDA graph"]), rel=1e-2)
     oom = next(r for r in rows if r["GPU"] == "gpu_b" and r["Metric"] == "Decode step, latency bs=64 (ms)")
     assert (oom["CUDA graph"], oom["Graph speedup (×)"]) == ("OOM", "—")
     srv = next(r for r in rows if r["Metric"] == "Serving throughput rr=inf (tok/s)")
@@ -194,3 +195,16 @@ def test_tables_of_an_empty_study():
     empty = agg.parse_results([])
     for build in T.TABLE_BUILDERS.values():
         assert build(empty).rows == ()
+
+
+def test_decode_steps_show_their_spread_and_flag_a_noisy_cell(df):
+    df = df.copy()
+    sel = (df["gpu"] == "gpu_a") & (df["workload"] == "latency") & (df["batch_size"] == 1) & (df["mode"] == "eager")
+    df.loc[sel, ["decode_step_ms_p10", "decode_step_ms_p90", "decode_step_cv_over_limit"]] = [7.0, 9.5, 1.0]
+    r = next(
+        r
+        for r in rows_of(T.metrics_table(df))
+        if r["GPU"] == "gpu_a" and r["Metric"] == "Decode step, latency bs=1 (ms)"
+    )
+    assert r["Eager"].endswith("(7.00–9.50) †")
+    assert "†" not in r["CUDA graph"]

@@ -345,6 +345,26 @@ def headline_table(df: pd.DataFrame) -> Table:
     return Table("headline", tuple(columns), tuple(rows), numeric, notes, frozenset(lookup.used))
 
 
+SPREAD_NOTE = (
+    "Decode step: median (p10–p90) over the timed steps; † the steps' coefficient of variation stayed above 2% "
+    "after the extra rounds an eager cell gets (host noise: read with care)."
+)
+
+
+def with_spread(lookup: Lookup, key: tuple, value) -> str:
+    """A decode-step median as "median (p10–p90)", with † where the cell's CV stayed over the limit;
+    the plain formatted value where the cell records no spread (older files, vLLM)."""
+    text = fmt(value)
+    if not isinstance(value, float):
+        return text
+    p10, p90 = lookup.value(key, "decode_step_ms_p10"), lookup.value(key, "decode_step_ms_p90")
+    if isinstance(p10, float) and isinstance(p90, float):
+        text += f" ({fmt(p10)}–{fmt(p90)})"
+    if lookup.value(key, "decode_step_cv_over_limit") == 1.0:
+        text += " †"
+    return text
+
+
 def metrics_table(df: pd.DataFrame) -> Table:
     """Per GPU and backend: decode latency eager / graph per batch size with the speedup,
     startup eager / graph, graph memory, serving throughput, the graph pool's correctness check
@@ -367,7 +387,11 @@ def metrics_table(df: pd.DataFrame) -> Table:
             e = gap_of(p["eager_gap"]) or p["eager_ms"]
             g = gap_of(p["graph_gap"]) or p["graph_ms"]
             label = f"{DECODE_LABELS[p['metric']]}, {p['workload']} bs={p['batch_size']} (ms)"
-            add(gpu, backend, label, fmt(e), fmt(g), fmt(ratio(e, g)))
+            key = (gpu, backend, p["workload"])
+            cells = [
+                with_spread(lookup, (*key, mode, p["batch_size"]), v) for mode, v in (("eager", e), ("cudagraph", g))
+            ]
+            add(gpu, backend, label, *cells, fmt(ratio(e, g)))
         for w in workloads_of_kind(df, "startup"):
             lookup.begin()
             e = lookup.value((gpu, backend, w, "eager", None), "startup_s")
@@ -408,6 +432,7 @@ def metrics_table(df: pd.DataFrame) -> Table:
         "Graph speedup = eager / graph for times, graph / eager for throughput: above 1, graphs help.",
         "Decode step: the graph pool's median decode step; time per output token: vLLM's latency benchmark "
         "(prefill included).",
+        SPREAD_NOTE,
     )
     notes += _source_notes(rows)
     numeric = (False,) * 5 + (True,) * 3

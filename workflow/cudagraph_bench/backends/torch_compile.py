@@ -26,8 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import Unsupported
-from ..graph_pool.measure import quantile
+from ..graph_pool.measure import host_metrics, step_metrics
 from ..graph_pool.model import ModelArgs, rope_tables
+from ..host import host_record, quantile, timed_until_stable
 
 MODES = ("eager", "compile_nograph", "cudagraph")
 KINDS = ("latency", "startup")
@@ -234,26 +235,33 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
 
     output_len = int(workload["output_len"])
     span = args.max_seq_len - input_len
-    times = []
-    with torch.no_grad():
-        for i in range(s["warmup_steps"] + s["timed_steps"]):
-            pos = torch.tensor([input_len + (i % span)], device=device)
-            _sync(device)
-            if device.type == "cuda":
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                step(tok, pos)
-                b.record()
-                b.synchronize()
-                ms = a.elapsed_time(b)
-            else:
-                t = time.perf_counter()
-                step(tok, pos)
-                ms = (time.perf_counter() - t) * 1e3
-            if i >= s["warmup_steps"]:
-                times.append(ms)
-    metrics.update(decode_step_ms_median=quantile(times, 0.5), decode_step_ms_p10=quantile(times, 0.1),
-                   decode_step_ms_p90=quantile(times, 0.9))  # fmt: skip
+    details["host"] = host_record(device)  # right before the timing
+    metrics.update(host_metrics(details["host"]))
+
+    def one_round() -> list[float]:
+        times = []
+        with torch.no_grad():
+            for i in range(s["warmup_steps"] + s["timed_steps"]):
+                pos = torch.tensor([input_len + (i % span)], device=device)
+                _sync(device)
+                if device.type == "cuda":
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record()
+                    step(tok, pos)
+                    b.record()
+                    b.synchronize()
+                    ms = a.elapsed_time(b)
+                else:
+                    t = time.perf_counter()
+                    step(tok, pos)
+                    ms = (time.perf_counter() - t) * 1e3
+                if i >= s["warmup_steps"]:
+                    times.append(ms)
+        return times
+
+    times, stab = timed_until_stable(one_round, adaptive=mode == "eager" and device.type == "cuda")
+    metrics.update(step_metrics(times, stab))
+    details["timing"] = stab
     prompt = torch.randint(0, args.vocab_size, (batch, input_len), device=device, generator=_gen(device, s["seed"]))
     for _ in range(s["warmup_repeats"]):
         _generate(m, step, prompt, output_len)

@@ -22,6 +22,7 @@ from collections import Counter
 import torch
 
 from cudagraph_bench.errors import MeasurementError, Unsupported
+from cudagraph_bench.host import host_metrics, host_record, quantile, step_metrics, timed_until_stable
 
 from .model import ModelArgs, Transformer, build_model, triton_unsupported_reason
 from .pool import CUDAGraphPool, compare, validate_capture_sizes
@@ -192,9 +193,17 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
         tok, pos, rows = _decode_inputs(model, batch, input_len, device, s["seed"])
         details["graph_vs_eager"] = pool.compare_with_eager(tok, pos, rows)
 
-    times = decode_step_times(step, model, batch, input_len, s["warmup_steps"], s["timed_steps"], device, s["seed"])
-    metrics.update(decode_step_ms_median=quantile(times, 0.5), decode_step_ms_p10=quantile(times, 0.1),
-                   decode_step_ms_p90=quantile(times, 0.9))  # fmt: skip
+    # the host, measured right before the timing: eager steps are read against its launch cost
+    details["host"] = host_record(device)
+    metrics.update(host_metrics(details["host"]))
+
+    def one_round():
+        return decode_step_times(step, model, batch, input_len, s["warmup_steps"], s["timed_steps"], device, s["seed"])
+
+    # an eager cell on a GPU whose steps vary by more than 2% gets more rounds (host noise)
+    times, stab = timed_until_stable(one_round, adaptive=pool is None and cuda)
+    metrics.update(step_metrics(times, stab))
+    details["timing"] = stab
     details["decode_context_len"] = _mean_context(input_len, s["warmup_steps"], s["timed_steps"], args.max_seq_len)
 
     e2e = e2e_latencies(step, model, tokens, output_len, s["warmup_repeats"], s["repeats"])
@@ -360,15 +369,6 @@ def _gen(device: torch.device, seed: int) -> torch.Generator:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def quantile(xs: list[float], q: float) -> float:
-    """Quantile with linear interpolation (numpy's default)."""
-    ys = sorted(xs)
-    i = (len(ys) - 1) * q
-    lo = int(i)
-    hi = min(lo + 1, len(ys) - 1)
-    return ys[lo] + (ys[hi] - ys[lo]) * (i - lo)
 
 
 def _decode_inputs(model: Transformer, batch: int, pos: int, device, seed: int):

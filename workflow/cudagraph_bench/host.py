@@ -1,0 +1,170 @@
+"""The host a cell ran on, measured inside its job: what an eager number must be read against.
+
+Eager decode is bound by how fast the host CPU enqueues kernels, so every latency cell records,
+right before its measurement, the CPU's model and clock, the cores the job may use, and the CPU
+time of one launch of each kind (an ATen kernel, a Triton kernel, one replay of a CUDA graph).
+Also here: the spread statistics every latency cell reports, and the rule that gives a noisy
+cell more timed steps.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+CV_LIMIT = 0.02  # an eager cell whose steps vary more than this gets more timed steps ...
+MAX_ROUNDS = 4  # ... up to this many rounds of timed_steps, then is flagged
+
+
+def cpu_info() -> dict:
+    """CPU model, its clock as /proc/cpuinfo reports it now, and the cores this process may run on."""
+    model, mhz = None, []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and model is None:
+                model = value.strip()
+            elif key == "cpu MHz":
+                mhz.append(float(value))
+    except (OSError, ValueError):
+        pass
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = list(range(os.cpu_count() or 1))
+    return {
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "cpu_mhz_median": statistics.median(mhz) if mhz else None,
+        "cpu_affinity": _ranges(cores),
+        "cpu_cores_usable": len(cores),
+    }
+
+
+def _ranges(cores: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5" (as taskset prints it)."""
+    out, start = [], None
+    for i, c in enumerate(cores):
+        if start is None:
+            start = c
+        if i + 1 == len(cores) or cores[i + 1] != c + 1:
+            out.append(str(start) if start == c else f"{start}-{c}")
+            start = None
+    return ",".join(out)
+
+
+def launch_costs(device, calls: int = 2000) -> dict:
+    """CPU microseconds per launch on `device` (CUDA): an ATen kernel (in-place add on a small
+    tensor), a Triton kernel that does nothing, and one replay of a 100-kernel CUDA graph. Each is
+    timed over `calls` back-to-back calls (the GPU finishes each tiny kernel faster than the CPU
+    issues the next, so host time per call is the launch cost); a few hundred ms in all."""
+    import torch
+
+    x = torch.zeros(256, device=device)
+    out: dict = {}
+
+    def per_call_us(fn, n: int) -> float:
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        us = (time.perf_counter() - t0) / n * 1e6
+        torch.cuda.synchronize(device)
+        return us
+
+    out["aten_launch_us"] = per_call_us(lambda: x.add_(1.0), calls)
+    try:
+        noop = _triton_noop()
+        out["triton_launch_us"] = per_call_us(lambda: noop[(1,)](x), calls)
+    except Exception as e:  # noqa: BLE001 - no Triton here: record why, keep the rest
+        out["triton_launch_error"] = f"{type(e).__name__}: {e}"
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        x.add_(1.0)
+    torch.cuda.current_stream(device).wait_stream(side)
+    with torch.cuda.graph(graph):
+        for _ in range(100):
+            x.add_(1.0)
+    out["graph_replay_us"] = per_call_us(graph.replay, max(calls // 10, 50))
+    out["graph_kernels"] = 100
+    return out
+
+
+def _triton_noop():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def noop(X):
+        pid = tl.program_id(0)
+        if pid < 0:  # never true: the kernel launches and returns
+            tl.store(X, 0.0)
+
+    return noop
+
+
+def host_record(device) -> dict:
+    """cpu_info() plus, on a CUDA device, launch_costs(); never raises (a failure is recorded)."""
+    rec = cpu_info()
+    if getattr(device, "type", str(device)) == "cuda":
+        try:
+            rec.update(launch_costs(device))
+        except Exception as e:  # noqa: BLE001 - the cell's own numbers must not be lost to this
+            rec["launch_costs_error"] = f"{type(e).__name__}: {e}"
+    return rec
+
+
+def quantile(xs: list[float], q: float) -> float:
+    """Quantile with linear interpolation (numpy's default)."""
+    ys = sorted(xs)
+    i = (len(ys) - 1) * q
+    lo = int(i)
+    hi = min(lo + 1, len(ys) - 1)
+    return ys[lo] + (ys[hi] - ys[lo]) * (i - lo)
+
+
+def spread(times: list[float]) -> dict:
+    """median, p10, p90 and coefficient of variation (stdev / mean) of a list of timings."""
+    mean = statistics.fmean(times)
+    cv = statistics.stdev(times) / mean if len(times) > 1 and mean > 0 else 0.0
+    return {"median": quantile(times, 0.5), "p10": quantile(times, 0.1), "p90": quantile(times, 0.9), "cv": cv}
+
+
+def timed_until_stable(measure_round, adaptive: bool) -> tuple[list[float], dict]:
+    """Call measure_round() (one round of timed steps -> list of ms) until the steps' CV is at
+    most CV_LIMIT or MAX_ROUNDS rounds ran (only one round unless `adaptive`).
+    Returns (all timings, {"rounds", "cv", "cv_over_limit"})."""
+    times = list(measure_round())
+    rounds = 1
+    while adaptive and rounds < MAX_ROUNDS and spread(times)["cv"] > CV_LIMIT:
+        times += measure_round()
+        rounds += 1
+    cv = spread(times)["cv"]
+    return times, {"rounds": rounds, "cv": cv, "cv_over_limit": cv > CV_LIMIT}
+
+
+def host_metrics(host: dict) -> dict:
+    """The numeric part of a host record, as metrics (host_*)."""
+    keys = ("aten_launch_us", "triton_launch_us", "graph_replay_us", "cpu_mhz_median", "cpu_cores_usable")
+    return {f"host_{k}": float(host[k]) for k in keys if isinstance(host.get(k), int | float)}
+
+
+def step_metrics(times: list[float], stab: dict) -> dict:
+    """Decode-step statistics: median, p10, p90 (ms), coefficient of variation, steps timed, and
+    whether the CV stayed above the limit after the extra rounds (1.0) or not (0.0)."""
+    sp = spread(times)
+    return {
+        "decode_step_ms_median": sp["median"],
+        "decode_step_ms_p10": sp["p10"],
+        "decode_step_ms_p90": sp["p90"],
+        "decode_step_cv": sp["cv"],
+        "decode_steps_timed": float(len(times)),
+        "decode_step_cv_over_limit": float(stab["cv_over_limit"]),
+    }
