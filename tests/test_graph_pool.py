@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch")
 
@@ -19,7 +20,6 @@ sys.path.insert(0, str(WORKFLOW))
 from cudagraph_bench.errors import Unsupported  # noqa: E402
 from cudagraph_bench.graph_pool.measure import bytes_per_step, measure  # noqa: E402
 from cudagraph_bench.graph_pool.model import (  # noqa: E402
-    PRESETS,
     KVCache,
     ModelArgs,
     build_model,
@@ -31,6 +31,7 @@ from cudagraph_bench.graph_pool.pool import (  # noqa: E402
     validate_capture_sizes,
 )
 
+PRESETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["models"]
 TINY = dict(PRESETS["tiny"], n_layers=2, vocab_size=512, max_seq_len=64)
 SETTINGS = {"warmup_steps": 1, "timed_steps": 3, "repeats": 1, "warmup_repeats": 0,
             "capture_sizes": [1, 2, 4], "seed": 0, "device": "cpu"}  # fmt: skip
@@ -183,7 +184,7 @@ _INTERP_SCRIPT = textwrap.dedent(
     """
     import torch, torch.nn.functional as F
     from cudagraph_bench.graph_pool import kernels as K
-    from cudagraph_bench.graph_pool.model import ModelArgs, PRESETS, build_model
+    from cudagraph_bench.graph_pool.model import ModelArgs, build_model
 
     def rel(a, b):
         return ((a.double() - b.double()).norm() / b.double().norm()).item()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch")
 pytestmark = [
@@ -18,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 import torch.nn.functional as F  # noqa: E402
 from cudagraph_bench.graph_pool.measure import greedy_tokens_match, measure  # noqa: E402
-from cudagraph_bench.graph_pool.model import PRESETS, ModelArgs, build_model  # noqa: E402
+from cudagraph_bench.graph_pool.model import ModelArgs, build_model  # noqa: E402
 from cudagraph_bench.graph_pool.pool import CUDAGraphPool  # noqa: E402
+
+PRESETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["models"]
 
 # small, but with the 8B model's head layout (head_dim 128, 4 query heads per kv head)
 SMALL = dict(PRESETS["tiny"], hidden_size=512, n_heads=8, n_kv_heads=2, head_dim=128, intermediate_size=1024,

@@ -1,13 +1,13 @@
 """A Llama-style decoder for decode benchmarks, read top-down (after gpt-fast's model.py).
 
-ModelArgs + PRESETS, then Transformer -> TransformerBlock -> Attention / FeedForward /
+ModelArgs (the shape, from a preset of config/config.yaml `models`: the one place presets live), then Transformer -> TransformerBlock -> Attention / FeedForward /
 RMSNorm, then the KV cache, RoPE helpers, weight init and checkpoint loading.
 
 RMSNorm weights are folded into the matmul after them at build time (fold_norm_weights).
 Two backends run the same weights:
 - "torch": plain PyTorch ops (F.linear, SDPA over the cache window with a mask, as
-  gpt-fast does). Used for prefill, on CPU, as the numerical reference, and as the
-  torch.compile peer.
+  gpt-fast does). Used for prefill, on CPU, and as the numerical reference (the
+  torch.compile peer is its own plain model: backends/torch_compile.py).
 - "triton": the decode step (one new token per sequence) as five fused Triton kernels
   per block (kernels.py); attention reads only positions 0..pos of each sequence.
   Eager mode and graph mode run exactly these kernels; a graph only removes the launches.
@@ -80,45 +80,6 @@ class ModelArgs:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-PRESETS = {
-    "tiny": dict(
-        hidden_size=256,
-        n_layers=4,
-        n_heads=8,
-        n_kv_heads=2,
-        head_dim=32,
-        intermediate_size=688,
-        vocab_size=32000,
-        max_seq_len=1024,
-        dtype="float32",
-    ),  # fmt: skip
-    "llama-3.2-1b": dict(
-        hidden_size=2048,
-        n_layers=16,
-        n_heads=32,
-        n_kv_heads=8,
-        head_dim=64,
-        intermediate_size=8192,
-        vocab_size=128256,
-        max_seq_len=1024,
-        dtype="bfloat16",
-        rope_theta=500000.0,
-    ),  # fmt: skip
-    "llama-3.1-8b": dict(
-        hidden_size=4096,
-        n_layers=32,
-        n_heads=32,
-        n_kv_heads=8,
-        head_dim=128,
-        intermediate_size=14336,
-        vocab_size=128256,
-        max_seq_len=1024,
-        dtype="bfloat16",
-        rope_theta=500000.0,
-    ),  # fmt: skip
-}
 
 
 class Transformer(nn.Module):
