@@ -17,19 +17,19 @@ torch = pytest.importorskip("torch")
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
 sys.path.insert(0, str(WORKFLOW))
 
-from cudagraph_bench.errors import Unsupported  # noqa: E402
-from cudagraph_bench.graph_pool.measure import bytes_per_step, measure  # noqa: E402
-from cudagraph_bench.graph_pool.model import (  # noqa: E402
+from cudagraph_bench.backends.graph_pool.measure import bytes_per_step, measure  # noqa: E402
+from cudagraph_bench.backends.graph_pool.model import (  # noqa: E402
     KVCache,
     ModelArgs,
     build_model,
     hf_to_fused,
 )
-from cudagraph_bench.graph_pool.pool import (  # noqa: E402
+from cudagraph_bench.backends.graph_pool.pool import (  # noqa: E402
     CUDAGraphPool,
     padded_size_table,
     validate_capture_sizes,
 )
+from cudagraph_bench.errors import Unsupported  # noqa: E402
 
 PRESETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["models"]
 TINY = dict(PRESETS["tiny"], n_layers=2, vocab_size=512, max_seq_len=64)
@@ -183,8 +183,8 @@ def test_bytes_per_step_llama_8b():
 _INTERP_SCRIPT = textwrap.dedent(
     """
     import torch, torch.nn.functional as F
-    from cudagraph_bench.graph_pool import kernels as K
-    from cudagraph_bench.graph_pool.model import ModelArgs, build_model
+    from cudagraph_bench.backends.graph_pool import kernels as K
+    from cudagraph_bench.backends.graph_pool.model import ModelArgs, build_model
 
     def rel(a, b):
         return ((a.double() - b.double()).norm() / b.double().norm()).item()
@@ -246,7 +246,7 @@ def test_triton_kernels_on_the_cpu_interpreter():
 def test_tile_configs_are_tuned_once_per_gpu_model_and_then_read_from_the_cache(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from cudagraph_bench.graph_pool import tuning
+    from cudagraph_bench.backends.graph_pool import tuning
 
     calls = []
     key = {"format": 1, "gpu_name": "NVIDIA H200", "shapes": [(6144, 4096)], "triton": "3.6.0"}

@@ -18,9 +18,9 @@ pytestmark = [
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 import torch.nn.functional as F  # noqa: E402
-from cudagraph_bench.graph_pool.measure import greedy_tokens_match, measure  # noqa: E402
-from cudagraph_bench.graph_pool.model import ModelArgs, build_model  # noqa: E402
-from cudagraph_bench.graph_pool.pool import CUDAGraphPool  # noqa: E402
+from cudagraph_bench.backends.graph_pool.measure import greedy_tokens_match, measure  # noqa: E402
+from cudagraph_bench.backends.graph_pool.model import ModelArgs, build_model  # noqa: E402
+from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool  # noqa: E402
 
 PRESETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["models"]
 
@@ -38,7 +38,7 @@ def _options(**kw):
     """The shipped launch options (PDL where supported), with overrides."""
     from dataclasses import replace
 
-    from cudagraph_bench.graph_pool.kernels import default_kernel_options
+    from cudagraph_bench.backends.graph_pool.kernels import default_kernel_options
 
     return replace(default_kernel_options(), **kw)
 
@@ -61,7 +61,7 @@ def pool(model):
 @pytest.mark.parametrize("M", [1, 4, 16, 37, 64, 100])
 @pytest.mark.parametrize("gemv", [False, True])
 def test_linear_kernel_against_float32(M, gemv):
-    from cudagraph_bench.graph_pool import kernels as K
+    from cudagraph_bench.backends.graph_pool import kernels as K
 
     opts = _options(gemv_m1=gemv)
     g = torch.Generator(device="cuda").manual_seed(M)
@@ -83,7 +83,7 @@ def test_linear_kernel_against_float32(M, gemv):
 @pytest.mark.parametrize("kind", ["norm", "residual", "silu", "norm_fp32"])
 def test_linear_kernel_is_deterministic(M, kind):
     """Same inputs, same bits, every time: a race in a kernel shows up here first."""
-    from cudagraph_bench.graph_pool import kernels as K
+    from cudagraph_bench.backends.graph_pool import kernels as K
 
     opts = _options()
     Kd, N = 2048, 1024
@@ -105,7 +105,7 @@ def test_linear_kernel_is_deterministic(M, kind):
 
 @pytest.mark.parametrize("splits", [None, 1, 4])
 def test_decode_attention_against_torch(model, splits):
-    from cudagraph_bench.graph_pool import kernels as K
+    from cudagraph_bench.backends.graph_pool import kernels as K
 
     torch.manual_seed(1)
     at = model.layers[0].attention

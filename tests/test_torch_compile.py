@@ -6,8 +6,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from cudagraph_bench.backends import torch_compile as tc  # noqa: E402
+from cudagraph_bench.backends.graph_pool.model import ModelArgs  # noqa: E402
 from cudagraph_bench.errors import Unsupported  # noqa: E402
-from cudagraph_bench.graph_pool.model import ModelArgs  # noqa: E402
 
 TINY = dict(hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, intermediate_size=128,
             vocab_size=100, max_seq_len=32, dtype="float32")  # fmt: skip

@@ -76,7 +76,7 @@ def _inject(spec: dict) -> None:
 def _graph_pool(spec: dict, log: TextIO) -> dict:
     import torch
 
-    from .graph_pool.measure import measure
+    from .backends.graph_pool.measure import measure
 
     cell = Cell(**spec["cell"])
     settings = dict(

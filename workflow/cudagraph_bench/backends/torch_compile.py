@@ -26,9 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import Unsupported
-from ..graph_pool.measure import host_metrics, step_metrics
-from ..graph_pool.model import ModelArgs, rope_tables
-from ..host import host_record, quantile, timed_until_stable
+from ..host import host_metrics, host_record, quantile, step_metrics, timed_until_stable
+from .graph_pool.model import ModelArgs, rope_tables
 
 MODES = ("eager", "compile_nograph", "cudagraph")
 KINDS = ("latency", "startup")
@@ -277,7 +276,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
                    output_tokens_per_s=batch * output_len / mean, ms_per_output_token=mean * 1000 / output_len)  # fmt: skip
     details["e2e_latency_s"] = e2e
     if device.type == "cuda":
-        from ..graph_pool.measure import bytes_per_step, copy_bandwidth_gbps
+        from .graph_pool.measure import bytes_per_step, copy_bandwidth_gbps
 
         ctx = input_len + (s["warmup_steps"] + s["timed_steps"]) / 2
         bw = copy_bandwidth_gbps(device)
