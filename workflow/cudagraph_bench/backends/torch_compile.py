@@ -18,7 +18,6 @@ compile time belongs to the startup cell (and is recorded in every cell).
 from __future__ import annotations
 
 import math
-import statistics
 import time
 
 import torch
@@ -26,7 +25,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import Unsupported
-from ..host import host_metrics, host_record, quantile, step_metrics, timed_until_stable
+from ..host import host_metrics, host_record, step_metrics, timed_until_stable
+from .graph_pool.measure import (
+    decode_positions,
+    e2e_metrics,
+    floor_metrics,
+    mean_context,
+    seconds_per_run,
+    seeded_generator,
+    step_ms,
+    sync_device,
+)
 from .graph_pool.model import ModelArgs, rope_tables
 
 MODES = ("eager", "compile_nograph", "cudagraph")
@@ -171,11 +180,6 @@ def step_fn(model: Llama, mode: str):
     return lambda tok, pos: compiled(model, tok, pos)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def _generate(model: Llama, step, prompt: torch.Tensor, n_tokens: int) -> torch.Tensor:
     """Greedy decode: eager prefill of prompt [B, T], then n_tokens - 1 steps; tokens read back each step."""
@@ -208,14 +212,16 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     args = ModelArgs.from_preset(model)
     s = settings
     batch = 1 if kind == "startup" else int(batch_size)
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     m = build(args, device, batch, s["seed"])
-    _sync(device)
+    sync_device(device)
     metrics: dict = {"weight_init_s": time.perf_counter() - t0}
     details: dict = {"torch": torch.__version__, "compile": _COMPILE.get(mode), "batch_size": batch}
     step = step_fn(m, mode)
-    tok = torch.randint(0, args.vocab_size, (batch, 1), device=device, generator=_gen(device, s["seed"] + 1))
+    tok = torch.randint(
+        0, args.vocab_size, (batch, 1), device=device, generator=seeded_generator(device, s["seed"] + 1)
+    )
     input_len = int(workload.get("input_len", 1))
     # first calls: compilation (and, for reduce-overhead, the warm-up runs and the graph recording)
     t1 = time.perf_counter()
@@ -224,7 +230,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
         for i in range(3):
             t = time.perf_counter()
             step(tok, torch.tensor([input_len + i], device=device))
-            _sync(device)
+            sync_device(device)
             firsts.append(time.perf_counter() - t)
     metrics["compile_and_first_steps_s"] = time.perf_counter() - t1
     details["first_three_steps_s"] = firsts
@@ -233,59 +239,27 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
         return {"metrics": metrics, "details": details}
 
     output_len = int(workload["output_len"])
-    span = args.max_seq_len - input_len
+    warm = s["warmup_steps"]
     details["host"] = host_record(device)  # right before the timing
     metrics.update(host_metrics(details["host"]))
 
+    @torch.no_grad()
     def one_round() -> list[float]:
-        times = []
-        with torch.no_grad():
-            for i in range(s["warmup_steps"] + s["timed_steps"]):
-                pos = torch.tensor([input_len + (i % span)], device=device)
-                _sync(device)
-                if device.type == "cuda":
-                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    a.record()
-                    step(tok, pos)
-                    b.record()
-                    b.synchronize()
-                    ms = a.elapsed_time(b)
-                else:
-                    t = time.perf_counter()
-                    step(tok, pos)
-                    ms = (time.perf_counter() - t) * 1e3
-                if i >= s["warmup_steps"]:
-                    times.append(ms)
-        return times
+        n = warm + s["timed_steps"]
+        positions = [torch.tensor([p], device=device) for p in decode_positions(input_len, n, args.max_seq_len)]
+        for pos in positions[:warm]:
+            step(tok, pos)
+        return [step_ms(lambda pos=pos: step(tok, pos), device) for pos in positions[warm:]]
 
     times, stab = timed_until_stable(one_round, adaptive=mode == "eager" and device.type == "cuda")
     metrics.update(step_metrics(times, stab))
     details["timing"] = stab
-    prompt = torch.randint(0, args.vocab_size, (batch, input_len), device=device, generator=_gen(device, s["seed"]))
-    for _ in range(s["warmup_repeats"]):
-        _generate(m, step, prompt, output_len)
-    e2e = []
-    for _ in range(s["repeats"]):
-        _sync(device)
-        t = time.perf_counter()
-        _generate(m, step, prompt, output_len)
-        _sync(device)
-        e2e.append(time.perf_counter() - t)
-    mean = statistics.fmean(e2e)
-    metrics.update(e2e_latency_s_mean=mean, e2e_latency_s_median=quantile(e2e, 0.5), e2e_latency_s_p90=quantile(e2e, 0.9),
-                   output_tokens_per_s=batch * output_len / mean, ms_per_output_token=mean * 1000 / output_len)  # fmt: skip
+    prompt = torch.randint(0, args.vocab_size, (batch, input_len), device=device, generator=seeded_generator(device, s["seed"]))  # fmt: skip
+    e2e = seconds_per_run(lambda: _generate(m, step, prompt, output_len), device, s["warmup_repeats"], s["repeats"])
+    metrics.update(e2e_metrics(e2e, batch, output_len))
     details["e2e_latency_s"] = e2e
     if device.type == "cuda":
-        from .graph_pool.measure import bytes_per_step, copy_bandwidth_gbps
-
-        ctx = input_len + (s["warmup_steps"] + s["timed_steps"]) / 2
-        bw = copy_bandwidth_gbps(device)
-        floor = bytes_per_step(args, batch, ctx) / (bw * 1e9) * 1e3
-        metrics.update(copy_bandwidth_gbps=bw, hbm_floor_ms=floor,
-                       decode_step_over_floor=metrics["decode_step_ms_median"] / floor)  # fmt: skip
+        ctx = mean_context(input_len, warm, s["timed_steps"], args.max_seq_len)
+        metrics.update(floor_metrics(args, batch, ctx, metrics["decode_step_ms_median"], device))
         details["device_name"] = torch.cuda.get_device_name(device)
     return {"metrics": metrics, "details": details}
-
-
-def _gen(device: torch.device, seed: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)

@@ -100,11 +100,11 @@ def _check_settings(settings: dict) -> dict:
 def make_model(args: ModelArgs, device: torch.device, seed: int, backend: str = "auto", max_batch: int = 1,
                kernel_opts=None) -> tuple[Transformer, dict]:  # fmt: skip
     """Build, allocate caches and choose the backend. Returns (model, {weight_init_s, backend, ...})."""
-    _sync(device)
+    sync_device(device)
     t0 = time.perf_counter()
     m = build_model(args, device, seed)
     m.setup_caches(max_batch)
-    _sync(device)
+    sync_device(device)
     info = {"weight_init_s": time.perf_counter() - t0}
     reason = triton_unsupported_reason(args, device)
     if backend == "triton" and reason:
@@ -134,7 +134,7 @@ def _measure_startup(mode: str, args: ModelArgs, s: dict, device: torch.device) 
     tok, pos, rows = _decode_inputs(model, 1, 0, device, s["seed"])
     with torch.inference_mode():
         model.decode(tok, pos, rows)
-    _sync(device)
+    sync_device(device)
     metrics = {"weight_init_s": info["weight_init_s"], "first_step_s": time.perf_counter() - t1}
     details = dict(info)
     if mode == "cudagraph":
@@ -187,7 +187,9 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
     step = _step_fn(model, pool)
 
     # prefill once so the decode steps attend over a real context
-    tokens = torch.randint(0, args.vocab_size, (batch, input_len), device=device, generator=_gen(device, s["seed"]))
+    tokens = torch.randint(
+        0, args.vocab_size, (batch, input_len), device=device, generator=seeded_generator(device, s["seed"])
+    )
     metrics["prefill_ms"] = statistics.median(prefill_ms(model, tokens) for _ in range(1 + (s["warmup_repeats"] > 0)))
     if pool is not None:
         tok, pos, rows = _decode_inputs(model, batch, input_len, device, s["seed"])
@@ -204,12 +206,10 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
     times, stab = timed_until_stable(one_round, adaptive=pool is None and cuda)
     metrics.update(step_metrics(times, stab))
     details["timing"] = stab
-    details["decode_context_len"] = _mean_context(input_len, s["warmup_steps"], s["timed_steps"], args.max_seq_len)
+    details["decode_context_len"] = mean_context(input_len, s["warmup_steps"], s["timed_steps"], args.max_seq_len)
 
     e2e = e2e_latencies(step, model, tokens, output_len, s["warmup_repeats"], s["repeats"])
-    mean = statistics.fmean(e2e)
-    metrics.update(e2e_latency_s_mean=mean, e2e_latency_s_median=quantile(e2e, 0.5), e2e_latency_s_p90=quantile(e2e, 0.9),
-                   output_tokens_per_s=batch * output_len / mean, ms_per_output_token=mean * 1000 / output_len)  # fmt: skip
+    metrics.update(e2e_metrics(e2e, batch, output_len))
     details["e2e_latency_s"] = e2e
 
     if cuda:
@@ -224,13 +224,9 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
             metrics["gpu_ms_per_step"] = graph_gpu_ms(pool, tok, pos, rows)
             metrics["graph_enqueue_ms_per_step"] = cpu_enqueue_ms(lambda: pool.step(tok, pos, rows))["median_ms"]
             metrics["graph_replay_enqueue_ms"] = cpu_enqueue_ms(graph.graph.replay)["median_ms"]
-        bw = copy_bw_gbps or copy_bandwidth_gbps(device)
-        nbytes = bytes_per_step(args, batch, ctx)
-        floor = nbytes / (bw * 1e9) * 1e3
-        metrics.update(copy_bandwidth_gbps=bw, hbm_floor_ms=floor, bytes_per_step_gb=nbytes / 1e9,
-                       decode_step_over_floor=metrics["decode_step_ms_median"] / floor)  # fmt: skip
+        metrics.update(floor_metrics(args, batch, ctx, metrics["decode_step_ms_median"], device, copy_bw_gbps))
         if pool is not None:
-            metrics["graph_over_floor"] = metrics["decode_step_ms_median"] / floor
+            metrics["graph_over_floor"] = metrics["decode_step_over_floor"]
         details["device_name"] = torch.cuda.get_device_name(device)
         if profile:
             out = kernel_metrics(model, pool, batch, ctx, enq["median_ms"], s["seed"])
@@ -303,11 +299,8 @@ def _measure_check(args: ModelArgs, workload: dict, s: dict, device: torch.devic
     checks: dict = {"captured": [pool.compare_with_eager(*inputs(n)) for n in sizes]}
     padded = sorted({n for n in (*PADDED_CHECK_SIZES, sizes[-1] - 1) if 1 <= n < sizes[-1] and n not in sizes})
     checks["padded"] = [pool.compare_with_eager(*inputs(n)) for n in padded]
-    tok, pos, rows = inputs(fallback_n)
-    with torch.inference_mode():
-        ref = model.decode(tok, pos, rows).clone()
-        fb = pool.step(tok, pos, rows).clone()
-    checks["fallback"] = [compare(ref, fb) | {"n": fallback_n, "padded_size": None, "runs_eager": pool.dispatch(fallback_n) is None}]  # fmt: skip
+    fallback = pool.compare_with_eager(*inputs(fallback_n))  # padded_size None: above the largest graph
+    checks["fallback"] = [fallback | {"runs_eager": pool.dispatch(fallback_n) is None}]
     checks["scratch_row_untouched"] = _padded_rows_leave_cache(model, pool, padded[0] if padded else None, s["seed"])
     n_tokens = int(workload["greedy_tokens"])
     checks["greedy"] = [greedy_tokens_match(model, pool, bs, min(16, input_len), n_tokens, s["seed"])
@@ -318,11 +311,7 @@ def _measure_check(args: ModelArgs, workload: dict, s: dict, device: torch.devic
             tok, pos, rows = inputs(bs)
             with torch.inference_mode():
                 tri = model.decode(tok, pos, rows).clone()
-                model.backend = "torch"
-                try:
-                    ref = model.decode(tok, pos, rows).clone()
-                finally:
-                    model.backend = "triton"
+                ref = model.decode_torch(tok, pos, rows)
             agree = float((ref.argmax(-1) == tri.argmax(-1)).float().mean())
             checks["triton_vs_torch"].append(compare(ref, tri) | {"n": bs, "argmax_agree": agree})
     graph_rows = checks["captured"] + checks["padded"] + checks["fallback"]
@@ -362,18 +351,18 @@ def _padded_rows_leave_cache(model: Transformer, pool: CUDAGraphPool, n: int | N
 # ---------------------------------------------------------------- building blocks
 
 
-def _gen(device: torch.device, seed: int) -> torch.Generator:
+def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _decode_inputs(model: Transformer, batch: int, pos: int, device, seed: int):
     """tokens, input_pos, rows [batch] for a decode step at position `pos` in rows 0..batch-1."""
-    tok = torch.randint(0, model.args.vocab_size, (batch,), device=device, generator=_gen(device, seed + 1))
+    tok = torch.randint(0, model.args.vocab_size, (batch,), device=device, generator=seeded_generator(device, seed + 1))
     p = torch.full((batch,), pos, dtype=torch.long, device=device)
     return tok, p, torch.arange(batch, device=device)
 
@@ -382,14 +371,14 @@ def _step_fn(model: Transformer, pool: CUDAGraphPool | None):
     return model.decode if pool is None else pool.step
 
 
-def _positions(input_len: int, n: int, max_seq: int) -> list[int]:
+def decode_positions(input_len: int, n: int, max_seq: int) -> list[int]:
     """Positions of n decode steps after a prompt; wraps back to input_len at the cache end."""
     span = max_seq - input_len
     return [input_len + (i % span) for i in range(n)]
 
 
-def _mean_context(input_len, warmup, timed, max_seq) -> float:
-    return statistics.fmean(p + 1 for p in _positions(input_len, warmup + timed, max_seq)[warmup:])
+def mean_context(input_len, warmup, timed, max_seq) -> float:
+    return statistics.fmean(p + 1 for p in decode_positions(input_len, warmup + timed, max_seq)[warmup:])
 
 
 @torch.inference_mode()
@@ -398,10 +387,10 @@ def prefill_ms(model: Transformer, tokens: torch.Tensor) -> float:
     dev = tokens.device
     B, T = tokens.shape
     pos = torch.arange(T, device=dev)[None, :].expand(B, T)
-    _sync(dev)
+    sync_device(dev)
     t0 = time.perf_counter()
     model(tokens, pos, None, last_only=True)
-    _sync(dev)
+    sync_device(dev)
     return (time.perf_counter() - t0) * 1e3
 
 
@@ -412,28 +401,29 @@ def decode_step_times(step, model: Transformer, batch: int, input_len: int, warm
 
     The host synchronises before each step, so every step starts on an idle GPU, as in a server
     that reads each step's sampled tokens. On CUDA each step is bracketed by events."""
-    positions = _positions(input_len, warmup + timed, model.args.max_seq_len)
+    positions = decode_positions(input_len, warmup + timed, model.args.max_seq_len)
     pos_all = torch.tensor(positions, device=device)[:, None].expand(-1, batch).contiguous()  # [steps, B]
-    tok = torch.randint(0, model.args.vocab_size, (batch,), device=device, generator=_gen(device, seed + 2))
+    tok = torch.randint(0, model.args.vocab_size, (batch,), device=device, generator=seeded_generator(device, seed + 2))
     rows = torch.arange(batch, device=device)
     for i in range(warmup):
         step(tok, pos_all[i], rows)
-    out = []
-    cuda = device.type == "cuda"
-    for i in range(warmup, warmup + timed):
-        _sync(device)
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step(tok, pos_all[i], rows)
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            step(tok, pos_all[i], rows)
-            out.append((time.perf_counter() - t0) * 1e3)
-    return out
+    return [step_ms(lambda i=i: step(tok, pos_all[i], rows), device) for i in range(warmup, warmup + timed)]
+
+
+def step_ms(fn, device: torch.device) -> float:
+    """Milliseconds of one call of fn started on an idle device: CUDA events around it on a GPU,
+    the host clock on the CPU."""
+    sync_device(device)
+    if device.type != "cuda":
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
 
 
 @torch.inference_mode()
@@ -458,17 +448,41 @@ def generate(step, model: Transformer, prompt: torch.Tensor, n_tokens: int) -> t
 
 def e2e_latencies(step, model, prompt, output_len, warmup_repeats, repeats) -> list[float]:
     """Seconds per generate() of output_len tokens, after warmup_repeats untimed runs."""
-    dev = prompt.device
+    return seconds_per_run(lambda: generate(step, model, prompt, output_len), prompt.device, warmup_repeats, repeats)
+
+
+def seconds_per_run(run, device: torch.device, warmup_repeats: int, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of run() (device synchronised at both ends), after
+    warmup_repeats untimed calls."""
     for _ in range(warmup_repeats):
-        generate(step, model, prompt, output_len)
+        run()
     out = []
     for _ in range(repeats):
-        _sync(dev)
+        sync_device(device)
         t0 = time.perf_counter()
-        generate(step, model, prompt, output_len)
-        _sync(dev)
+        run()
+        sync_device(device)
         out.append(time.perf_counter() - t0)
     return out
+
+
+def e2e_metrics(e2e: list[float], batch: int, output_len: int) -> dict:
+    """End-to-end metrics of `batch` requests of output_len tokens from their run times (s)."""
+    mean = statistics.fmean(e2e)
+    return {"e2e_latency_s_mean": mean, "e2e_latency_s_median": quantile(e2e, 0.5),
+            "e2e_latency_s_p90": quantile(e2e, 0.9), "output_tokens_per_s": batch * output_len / mean,
+            "ms_per_output_token": mean * 1000 / output_len}  # fmt: skip
+
+
+def floor_metrics(args: ModelArgs, batch: int, context_len: float, step_ms_: float, device: torch.device,
+                  copy_bw_gbps: float | None = None) -> dict:  # fmt: skip
+    """The step's HBM floor (bytes it must move over the measured copy bandwidth) and the
+    measured step over it. copy_bw_gbps: reuse a bandwidth measured before."""
+    bw = copy_bw_gbps or copy_bandwidth_gbps(device)
+    nbytes = bytes_per_step(args, batch, context_len)
+    floor = nbytes / (bw * 1e9) * 1e3
+    return {"copy_bandwidth_gbps": bw, "hbm_floor_ms": floor, "bytes_per_step_gb": nbytes / 1e9,
+            "decode_step_over_floor": step_ms_ / floor}  # fmt: skip
 
 
 @torch.inference_mode()
@@ -624,7 +638,9 @@ def greedy_tokens_match(model: Transformer, pool: CUDAGraphPool, batch: int, pro
                         seed: int) -> dict:  # fmt: skip
     """Greedy-decode the same prompts eagerly and through the pool; compare the token ids."""
     dev = model.output.weight.device
-    prompt = torch.randint(0, model.args.vocab_size, (batch, prompt_len), device=dev, generator=_gen(dev, seed + 3))
+    prompt = torch.randint(
+        0, model.args.vocab_size, (batch, prompt_len), device=dev, generator=seeded_generator(dev, seed + 3)
+    )
     eager = generate(model.decode, model, prompt, n_tokens)
     graph = generate(pool.step, model, prompt, n_tokens)
     return {"batch": batch, "n_tokens": n_tokens, "identical": bool(torch.equal(eager, graph)),

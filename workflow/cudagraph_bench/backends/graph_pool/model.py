@@ -139,6 +139,10 @@ class Transformer(nn.Module):
             h = h[:, -1]
         return self.output(self.norm(h)).float()
 
+    def decode_torch(self, tokens: torch.Tensor, input_pos: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """decode() through the torch path whatever the backend (the Triton kernels' reference)."""
+        return self.forward(tokens[:, None], input_pos[:, None], rows)[:, 0]
+
     def decode(self, tokens: torch.Tensor, input_pos: torch.Tensor, rows: torch.Tensor,
                out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """One new token per sequence: tokens, input_pos, rows [B] int64 on the model's device.
@@ -146,7 +150,7 @@ class Transformer(nn.Module):
         Capturable: no host syncs, no data-dependent shapes. Returns float32 logits [B, V],
         written into `out` when given (the graph pool passes one buffer shared by all graphs)."""
         if self.backend != "triton":
-            logits = self.forward(tokens[:, None], input_pos[:, None], rows)[:, 0]
+            logits = self.decode_torch(tokens, input_pos, rows)
             return logits if out is None else out.copy_(logits)
         from . import kernels as K
 
