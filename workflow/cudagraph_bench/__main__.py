@@ -99,7 +99,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     cells = list(iter_cells(config))
-    print(f"config OK ({' + '.join(args.config)}): {len(cells)} cells, results in {config['results_dir']}/")
+    print(f"config OK ({' + '.join(args.config)}): {len(cells)} cells, results in {results_dir_of(config)}/")
     return 0
 
 

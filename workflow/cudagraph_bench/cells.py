@@ -187,9 +187,9 @@ def iter_cells(config: dict) -> Iterator[Cell]:
     for gpu in study["gpus"]:
         for backend in study["backends"]:
             for workload in study["workloads"]:
-                if config["workloads"][workload]["kind"] not in BACKEND_KINDS[backend]:
-                    continue
                 kind = config["workloads"][workload]["kind"]
+                if kind not in BACKEND_KINDS[backend]:
+                    continue
                 for mode in study["modes"]:
                     if mode not in BACKEND_MODES[backend] or mode not in KIND_MODES.get(kind, (mode,)):
                         continue

@@ -182,7 +182,7 @@ def _check_schema(path, result: dict) -> None:
 
 
 def write_result(path: str | os.PathLike, result: dict) -> None:
-    """Validate, then write atomically (write_text_atomic)."""
+    """Validate, then write atomically (write_atomic)."""
     _check_schema(path, result)
     write_atomic(path, json.dumps(_inf_to_str(result), indent=1, sort_keys=True) + "\n")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from snakemake_executor_plugin_submitit.registry import DEFAULT_FOLDER, REGISTRY_FILE
 from snakemake_executor_plugin_submitit.status import PENDING_STATES, RUNNING_STATES
 
-from .aggregate import write_atomic
+from .aggregate import job_wall_s, write_atomic
 from .cells import DEFAULT_RESULTS_DIR, Cell, batch_sizes, iter_cells, results_dir_of
 from .results import ResultFileError, load_result
 
@@ -39,12 +39,14 @@ STATE_ORDER = ("done", "running", "pending", "submitted", "unsupported", "OOM", 
 
 @dataclass(frozen=True)
 class CellState:
-    """One cell's state; `detail` is the reason or message, `job` e.g. "slurm 1234"."""
+    """One cell's state; `detail` is the reason or message, `job` e.g. "slurm 1234", `wall_s` the
+    job time its result records (aggregate.job_wall_s)."""
 
     cell: Cell
     state: str
     detail: str | None = None
     job: str | None = None
+    wall_s: float | None = None
 
 
 def read_registry(root: str | os.PathLike) -> tuple[dict[str, dict], str | None]:
@@ -113,7 +115,7 @@ def _result_state(cell: Cell, root: Path, results_dir: str) -> CellState | None:
         res = load_result(path, root)
     except ResultFileError as e:
         return CellState(cell, "corrupt", str(e))
-    return CellState(cell, RESULT_STATES[res["status"]], res["reason"], _job_of(res))
+    return CellState(cell, RESULT_STATES[res["status"]], res["reason"], _job_of(res), job_wall_s(res["provenance"]))
 
 
 def _job_of(res: dict) -> str | None:
@@ -125,8 +127,9 @@ def _summary_state(cell: Cell, row: dict | None) -> CellState | None:
     """A cell's state from its summary.csv row (status, reason, slurm_job_id), or None without one."""
     if row is None:
         return None
-    job = row.get("slurm_job_id")
-    return CellState(cell, RESULT_STATES[row["status"]], row.get("reason"), f"slurm {job}" if job else None)
+    job, wall = row.get("slurm_job_id"), row.get("job_wall_s")
+    wall = None if wall is None or wall != wall else float(wall)  # NaN: not recorded
+    return CellState(cell, RESULT_STATES[row["status"]], row.get("reason"), f"slurm {job}" if job else None, wall)
 
 
 def _job_state(cell: Cell, entry: dict, squeue: dict[str, str] | None) -> CellState:
@@ -234,39 +237,16 @@ def status_text(
     """The status grid of the study in `config`, for the results under ROOT/RESULTS_DIR (see cell_states),
     followed by the job time its measured cells took."""
     states, warnings = cell_states(config, root, squeue=squeue, results_dir=results_dir, summary=summary)
-    results_dir = results_dir_of(config) if results_dir is None else results_dir
-    return render_status(config, states, warnings) + render_job_time(_job_times(config, root, results_dir, summary))
+    return render_status(config, states, warnings) + render_job_time(states)
 
 
-def _job_times(config: dict, root, results_dir: str, summary=None) -> list[tuple]:
-    """(gpu, backend, workload, mode, seconds) of every study cell that has a result."""
-    from .aggregate import job_wall_s
-
-    out = []
-    if summary is not None:
-        by_path = {r["path"]: r for r in summary.to_dict("records")}
-        for c in iter_cells(config):
-            r = by_path.get(c.path_in(results_dir))
-            wall = None if r is None else r.get("job_wall_s")
-            if wall is not None and wall == wall:  # not NaN
-                out.append((c.gpu, c.backend, c.workload, c.mode, float(wall)))
-        return out
-    for c in iter_cells(config):
-        path = Path(root) / c.path_in(results_dir)
-        try:
-            prov = json.loads(path.read_text()).get("provenance") or {}
-        except (OSError, ValueError):
-            continue
-        wall = job_wall_s(prov)
-        if wall is not None:
-            out.append((c.gpu, c.backend, c.workload, c.mode, wall))
-    return out
-
-
-def render_job_time(times: list[tuple]) -> str:
+def render_job_time(states: list[CellState]) -> str:
     """Job time of the measured cells per GPU type, backend, workload and mode, in hours: on a GPU
     type each is GPU time (a cell holds its GPU(s) for its whole job), here without the job's start
     (Python, imports) and its wait in the queue."""
+    times = [
+        (s.cell.gpu, s.cell.backend, s.cell.workload, s.cell.mode, s.wall_s) for s in states if s.wall_s is not None
+    ]
     if not times:
         return ""
     groups: dict[tuple, list[float]] = {}
