@@ -7,7 +7,6 @@ Usage: python benchmarks/dag_plan_bench.py [--cells 2000]
 
 import argparse
 import copy
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 from cudagraph_bench.cells import iter_cells  # noqa: E402
+from workdir import copy_workflow  # noqa: E402
 
 
 def study(target: int) -> dict:
@@ -42,11 +42,7 @@ def main() -> None:
     config = study(args.cells)
     n = len(list(iter_cells(config)))
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
-            src = REPO / name
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
-        (work / "big.yaml").write_text(yaml.safe_dump(config))
+        work = copy_workflow(Path(tmp), config, "big.yaml")
         # Exactly `snakemake -n`: it prints every planned job (the output is captured, not shown).
         cmd = [sys.executable, "-m", "snakemake", "-n", "--configfile", "big.yaml"]
         if "--profile" in sys.argv:

@@ -22,7 +22,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
 from cudagraph_bench.cells import iter_cells, results_dir_of  # noqa: E402
+from workdir import copy_workflow  # noqa: E402
 
 START_HINT = (
     "start one first, e.g. the repository's test cluster (as root): "
@@ -89,11 +89,7 @@ def main() -> None:
     results_dir = results_dir_of(config)
     targets = [c.path_in(results_dir) for c in iter_cells(config)]  # the cells only: no aggregation in the timing
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
-            src = REPO / name
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
-        (work / "bench.yaml").write_text(yaml.safe_dump(config))
+        work = copy_workflow(Path(tmp), config, "bench.yaml")
         env = {**os.environ, "CGB_INJECT_FAILURE": f"sleep{args.sleep}"}
         cmd = [sys.executable, "-m", "snakemake", *targets, "--profile", "profiles/slurm",
                "--configfiles", "config/config.yaml", "bench.yaml"]  # fmt: skip
