@@ -269,3 +269,64 @@ def test_tile_configs_are_tuned_once_per_gpu_model_and_then_read_from_the_cache(
     monkeypatch.setattr(tuning, "cache_key", lambda model: {**key, "gpu_name": "NVIDIA A100"})
     third = tuning.tuned_options(Model, tmp_path)
     assert not third["cache_hit"] and len(calls) == 2 and third["cache_file"] != first["cache_file"]
+
+
+class _Ev:
+    """A stand-in for the profiler's kineto event: the methods launch_sequence reads."""
+
+    def __init__(self, name, device, corr, start_us, dur_us):
+        from torch.autograd import DeviceType
+
+        self._n, self._d, self._c = name, DeviceType.CUDA if device == "gpu" else DeviceType.CPU, corr
+        self._s, self._dur = int(start_us * 1000), int(dur_us * 1000)
+
+    def name(self):
+        return self._n
+
+    def device_type(self):
+        return self._d
+
+    def linked_correlation_id(self):
+        return self._c
+
+    def start_ns(self):
+        return self._s
+
+    def duration_ns(self):
+        return self._dur
+
+
+def test_launch_sequence_orders_device_ops_by_their_launch_calls():
+    from cudagraph_bench.backends.graph_pool.measure import STEP_MARK, launch_sequence
+
+    events = [
+        _Ev(STEP_MARK, "cpu", 0, 100.0, 80.0),
+        _Ev("aten::mm", "cpu", 0, 101.0, 20.0),
+        _Ev("cudaLaunchKernel", "cpu", 7, 105.0, 4.0),
+        _Ev("cuLaunchKernelEx", "cpu", 9, 130.0, 6.0),
+        _Ev("cudaMemcpyAsync", "cpu", 11, 150.0, 3.0),
+        # device ops listed out of order: the sequence follows the launch calls
+        _Ev("Memcpy DtoD (Device -> Device)", "gpu", 11, 160.0, 1.5),
+        _Ev("_gemv_kernel", "gpu", 9, 140.0, 12.25),
+        _Ev("sm90_xmma_gemm", "gpu", 7, 110.0, 25.0),
+    ]
+    seq = launch_sequence(events)["launches"]
+    assert seq["kind"] == ["cuda_runtime", "triton", "memop"]
+    assert [seq["names"][i] for i in seq["name"]] == [
+        "sm90_xmma_gemm",
+        "_gemv_kernel",
+        "Memcpy DtoD (Device -> Device)",
+    ]
+    assert seq["issue_us"] == [5.0, 30.0, 50.0]
+    assert seq["gpu_us"] == [25.0, 12.25, 1.5]
+    assert seq["profiled_call_ms"] == 0.08
+
+
+def test_launch_sequence_says_why_it_has_none():
+    from cudagraph_bench.backends.graph_pool.measure import STEP_MARK, launch_sequence
+
+    orphan = [_Ev(STEP_MARK, "cpu", 0, 0.0, 10.0), _Ev("_gemv_kernel", "gpu", 3, 2.0, 1.0)]
+    out = launch_sequence(orphan)
+    assert out["launches"] is None and out["launches_error"] == "1 device ops without a launch call, e.g. _gemv_kernel"
+    out = launch_sequence(orphan[1:])
+    assert out["launches"] is None and out["launches_error"].startswith("no step marker")

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from ..errors import Unsupported
 from ..host import host_metrics, host_record, step_metrics, timed_until_stable
 from .graph_pool.measure import (
+    count_kernels,
+    cpu_enqueue_ms,
     decode_positions,
     e2e_metrics,
     floor_metrics,
@@ -34,6 +36,7 @@ from .graph_pool.measure import (
     seconds_per_run,
     seeded_generator,
     step_ms,
+    step_profile,
     sync_device,
 )
 from .graph_pool.model import ModelArgs, rope_tables
@@ -262,4 +265,23 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
         ctx = mean_context(input_len, warm, s["timed_steps"], args.max_seq_len)
         metrics.update(floor_metrics(args, batch, ctx, metrics["decode_step_ms_median"], device))
         details["device_name"] = torch.cuda.get_device_name(device)
+        # the mechanism, after all timing (the profiler can slow later launches)
+        pos = torch.tensor([int(ctx)], device=device)
+
+        def one_step():
+            # the helpers run under inference_mode; the step runs in the grad mode it was compiled
+            # in, so that no guard fails and nothing recompiles
+            with torch.inference_mode(False), torch.no_grad():
+                step(tok, pos)
+
+        enq = cpu_enqueue_ms(one_step)
+        if mode == "cudagraph":
+            metrics["graph_enqueue_ms_per_step"] = enq["median_ms"]
+            details["kernels_in_graph_step"] = count_kernels(one_step)
+        else:
+            metrics["cpu_enqueue_ms_per_step"] = enq["median_ms"]
+            details["cpu_enqueue"] = enq
+            prof = step_profile(one_step, enq["median_ms"], sequence=True)
+            metrics.update(prof["metrics"])
+            details.update(prof["details"])
     return {"metrics": metrics, "details": details}

@@ -237,15 +237,28 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
 
 def kernel_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, ctx: int, enqueue_ms: float,
                    seed: int = 0) -> dict:  # fmt: skip
-    """Profile one eager step (and one graph step): kernels per step, their summed GPU time, and
-    launch_us_per_kernel = the eager step's CPU enqueue time / its kernels. Run after all timing."""
+    """Profile one eager step (and one graph step): kernels per step, their summed GPU time,
+    launch_us_per_kernel = the eager step's CPU enqueue time / its kernels, and (eager cells) the
+    step's launch sequence for the launch-overhead model. Run after all timing."""
     tok, pos, rows = _decode_inputs(model, batch, ctx, model.output.weight.device, seed)
-    kern = count_kernels(lambda: model.decode(tok, pos, rows))
+    out = step_profile(lambda: model.decode(tok, pos, rows), enqueue_ms, sequence=pool is None)
+    if pool is not None and pool.dispatch(batch) is not None:
+        out["details"]["kernels_in_graph_step"] = count_kernels(lambda: pool.step(tok, pos, rows))
+    return out
+
+
+def step_profile(fn, enqueue_ms: float, sequence: bool) -> dict:
+    """{"metrics", "details"} of one profiled call of a step launched kernel by kernel: kernels per
+    step, their GPU time, CPU µs per kernel (enqueue_ms measured without the profiler), and with
+    sequence=True details["launches"] (see count_kernels)."""
+    kern = count_kernels(fn, sequence=sequence)
     metrics = {"kernels_per_step": float(kern["kernels"]), "gpu_kernel_ms_per_step": kern["kernel_ms"],
                "launch_us_per_kernel": enqueue_ms * 1000 / max(kern["kernels"], 1)}  # fmt: skip
-    details = {"kernels": kern}
-    if pool is not None and pool.dispatch(batch) is not None:
-        details["kernels_in_graph_step"] = count_kernels(lambda: pool.step(tok, pos, rows))
+    details = {"kernels": {k: v for k, v in kern.items() if not k.startswith("launches")}}
+    if sequence:
+        details["launches"] = kern["launches"]
+        if kern["launches"] is None:
+            details["launches_error"] = kern["launches_error"]
     return {"metrics": metrics, "details": details}
 
 
@@ -485,17 +498,32 @@ def floor_metrics(args: ModelArgs, batch: int, context_len: float, step_ms_: flo
             "decode_step_over_floor": step_ms_ / floor}  # fmt: skip
 
 
+STEP_MARK = "cgb_step"
+# host API calls that put work on a stream; a device op's call is the one with its correlation id
+LAUNCH_APIS = ("cudaLaunch", "cuLaunch", "cudaMemcpy", "cudaMemset", "cuMemcpy", "cuMemset", "cudaGraphLaunch",
+               "cuGraphLaunch")  # fmt: skip
+
+
 @torch.inference_mode()
-def count_kernels(fn) -> dict:
+def count_kernels(fn, sequence: bool = False) -> dict:
     """Profile one call of fn (after one warm call): CUDA kernels launched, their summed device time,
-    memcpy/memset count, and kernel names with counts."""
+    memcpy/memset count, and kernel names with counts.
+
+    sequence=True adds "launches": every device op of the call in issue order with the host time
+    its launch call started (issue_us, from the start of the call) and its device time (gpu_us),
+    the launch API's kind ("triton" for the driver API's cuLaunchKernel*, which Triton uses;
+    "cuda_runtime" for cudaLaunchKernel*, which ATen and cuBLAS use; "memop"), a name index into
+    "names", and profiled_call_ms, the host time of the whole call under the profiler (whose
+    callbacks slow every launch; the launch-overhead model rescales to the unprofiled enqueue time).
+    None with "launches_error" when a device op has no matching launch call."""
     from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
 
     fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
+        with record_function(STEP_MARK):
+            fn()
         torch.cuda.synchronize()
     names: Counter = Counter()
     us_by_name: Counter = Counter()
@@ -506,16 +534,60 @@ def count_kernels(fn) -> dict:
         if e.name.startswith(("Memcpy", "Memset")):
             memops += 1
             continue
-        name = e.name if len(e.name) < 80 else e.name[:77] + "..."
+        name = _short(e.name)
         names[name] += 1
         us_by_name[name] += e.time_range.elapsed_us()
-    return {
+    out = {
         "kernels": sum(names.values()),
         "memops": memops,
         "kernel_ms": sum(us_by_name.values()) / 1e3,
         "by_name": dict(names.most_common()),
         "ms_by_name": {k: v / 1e3 for k, v in us_by_name.most_common()},
     }
+    if sequence:
+        out.update(launch_sequence(list(prof.profiler.kineto_results.events())))
+    return out
+
+
+def _short(name: str) -> str:
+    return name if len(name) < 80 else name[:77] + "..."
+
+
+def launch_sequence(events) -> dict:
+    """The "launches" record of count_kernels from the profiler's kineto events (see there)."""
+    from torch.autograd import DeviceType
+
+    mark = next((e for e in events if e.name() == STEP_MARK and e.device_type() == DeviceType.CPU), None)
+    device_ops = [e for e in events if e.device_type() == DeviceType.CUDA]
+    calls = {
+        e.linked_correlation_id(): e
+        for e in events
+        if e.device_type() == DeviceType.CPU and e.name().startswith(LAUNCH_APIS) and e.linked_correlation_id() > 0
+    }
+    missing = [e.name() for e in device_ops if e.linked_correlation_id() not in calls]
+    if mark is None or missing:
+        why = "no step marker in the profile" if mark is None else f"{len(missing)} device ops without a launch call"
+        return {"launches": None, "launches_error": why + (f", e.g. {_short(missing[0])}" if missing else "")}
+    t0 = mark.start_ns()
+    ops = sorted(device_ops, key=lambda e: (calls[e.linked_correlation_id()].start_ns(), e.start_ns()))
+    names: list[str] = []
+    index: dict[str, int] = {}
+    seq: dict[str, list] = {"kind": [], "name": [], "issue_us": [], "gpu_us": []}
+    for e in ops:
+        api = calls[e.linked_correlation_id()].name()
+        if e.name().startswith(("Memcpy", "Memset")):
+            kind = "memop"
+        else:
+            kind = "triton" if api.startswith("cuLaunch") else "cuda_runtime"
+        name = _short(e.name())
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+        seq["kind"].append(kind)
+        seq["name"].append(index[name])
+        seq["issue_us"].append(round((calls[e.linked_correlation_id()].start_ns() - t0) / 1e3, 3))
+        seq["gpu_us"].append(round(e.duration_ns() / 1e3, 3))
+    return {"launches": seq | {"names": names, "profiled_call_ms": mark.duration_ns() / 1e6}}
 
 
 _SLEEP_CYCLES_PER_MS: dict[int, float] = {}
