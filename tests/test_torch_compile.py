@@ -41,3 +41,10 @@ def test_startup_eager_and_cuda_only_modes():
     for mode in ("compile_nograph", "cudagraph"):
         with pytest.raises(Unsupported, match="CUDA"):
             tc.measure("latency", mode, 1, TINY, {"input_len": 4, "output_len": 3}, SETTINGS)
+
+
+def test_kv_heads_repeat_as_repeat_interleave():
+    from cudagraph_bench.backends.torch_compile import repeat_kv
+
+    k = torch.randn(2, 3, 5, 4)
+    assert torch.equal(repeat_kv(k, 4), k.repeat_interleave(4, dim=1))

@@ -553,12 +553,20 @@ def _short(name: str) -> str:
     return name if len(name) < 80 else name[:77] + "..."
 
 
+def _annotation(e) -> bool:
+    is_annotation = getattr(e, "is_user_annotation", None)
+    return bool(is_annotation()) if callable(is_annotation) else False
+
+
 def launch_sequence(events) -> dict:
     """The "launches" record of count_kernels from the profiler's kineto events (see there)."""
     from torch.autograd import DeviceType
 
     mark = next((e for e in events if e.name() == STEP_MARK and e.device_type() == DeviceType.CPU), None)
-    device_ops = [e for e in events if e.device_type() == DeviceType.CUDA]
+    # the step marker also shows on the device (a user annotation there): not a device op
+    device_ops = [
+        e for e in events if e.device_type() == DeviceType.CUDA and e.name() != STEP_MARK and not _annotation(e)
+    ]
     calls = {
         e.linked_correlation_id(): e
         for e in events
@@ -567,7 +575,8 @@ def launch_sequence(events) -> dict:
     missing = [e.name() for e in device_ops if e.linked_correlation_id() not in calls]
     if mark is None or missing:
         why = "no step marker in the profile" if mark is None else f"{len(missing)} device ops without a launch call"
-        return {"launches": None, "launches_error": why + (f", e.g. {_short(missing[0])}" if missing else "")}
+        some = ", ".join(sorted({_short(n) for n in missing})[:3])
+        return {"launches": None, "launches_error": why + (f", e.g. {some}" if missing else "")}
     t0 = mark.start_ns()
     ops = sorted(device_ops, key=lambda e: (calls[e.linked_correlation_id()].start_ns(), e.start_ns()))
     names: list[str] = []
@@ -637,13 +646,19 @@ def cpu_enqueue_ms(fn, reps: int = 10) -> dict:
 @torch.inference_mode()
 def graph_gpu_ms(pool: CUDAGraphPool, tok, pos, rows, n: int = 50) -> float:
     """GPU milliseconds per step from n back-to-back replays (the host runs ahead; no gaps)."""
+    return back_to_back_ms(lambda: pool.step(tok, pos, rows), n)
+
+
+def back_to_back_ms(fn, n: int = 50) -> float:
+    """Milliseconds per call of fn over n calls issued back to back (no sync between them): the
+    GPU's time per step wherever the host enqueues a step faster than the GPU runs it."""
     for _ in range(3):
-        pool.step(tok, pos, rows)
+        fn()
     torch.cuda.synchronize()
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()
     for _ in range(n):
-        pool.step(tok, pos, rows)
+        fn()
     b.record()
     b.synchronize()
     return a.elapsed_time(b) / n
