@@ -254,11 +254,9 @@ def step_profile(fn, enqueue_ms: float, sequence: bool) -> dict:
     kern = count_kernels(fn, sequence=sequence)
     metrics = {"kernels_per_step": float(kern["kernels"]), "gpu_kernel_ms_per_step": kern["kernel_ms"],
                "launch_us_per_kernel": enqueue_ms * 1000 / max(kern["kernels"], 1)}  # fmt: skip
-    details = {"kernels": {k: v for k, v in kern.items() if not k.startswith("launches")}}
+    details = {"kernels": {k: v for k, v in kern.items() if k != "launches"}}
     if sequence:
         details["launches"] = kern["launches"]
-        if kern["launches"] is None:
-            details["launches_error"] = kern["launches_error"]
     return {"metrics": metrics, "details": details}
 
 
@@ -509,13 +507,12 @@ def count_kernels(fn, sequence: bool = False) -> dict:
     """Profile one call of fn (after one warm call): CUDA kernels launched, their summed device time,
     memcpy/memset count, and kernel names with counts.
 
-    sequence=True adds "launches": every device op of the call in issue order with the host time
-    its launch call started (issue_us, from the start of the call) and its device time (gpu_us),
-    the launch API's kind ("triton" for the driver API's cuLaunchKernel*, which Triton uses;
-    "cuda_runtime" for cudaLaunchKernel*, which ATen and cuBLAS use; "memop"), a name index into
-    "names", and profiled_call_ms, the host time of the whole call under the profiler (whose
-    callbacks slow every launch; the launch-overhead model rescales to the unprofiled enqueue time).
-    None with "launches_error" when a device op has no matching launch call."""
+    sequence=True adds "launches": every device op of the call in issue order with its device time
+    (gpu_us), its kind ("runtime": launched through the CUDA runtime, as ATen and cuBLAS do;
+    "driver": through the driver API, as Triton does; "memop"), a name index into "names", the
+    host time its launch call started (issue_us, from the start of the call; None where the
+    profiler does not trace the call: the driver API's), and profiled_call_ms, the host time of the
+    whole call under the profiler (whose callbacks slow every launch)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -559,7 +556,12 @@ def _annotation(e) -> bool:
 
 
 def launch_sequence(events) -> dict:
-    """The "launches" record of count_kernels from the profiler's kineto events (see there)."""
+    """The "launches" record of count_kernels from the profiler's kineto events (see there).
+
+    Device ops are in GPU start order (one stream: the order they were issued). The profiler
+    traces the CUDA runtime's launch calls (cudaLaunchKernel*, cudaMemcpy*: ATen, cuBLAS) but not
+    the driver API's (cuLaunchKernel*, which Triton's launcher calls): a kernel without a traced
+    call is of kind "driver" and has no issue time (None)."""
     from torch.autograd import DeviceType
 
     mark = next((e for e in events if e.name() == STEP_MARK and e.device_type() == DeviceType.CPU), None)
@@ -572,31 +574,28 @@ def launch_sequence(events) -> dict:
         for e in events
         if e.device_type() == DeviceType.CPU and e.name().startswith(LAUNCH_APIS) and e.linked_correlation_id() > 0
     }
-    missing = [e.name() for e in device_ops if e.linked_correlation_id() not in calls]
-    if mark is None or missing:
-        why = "no step marker in the profile" if mark is None else f"{len(missing)} device ops without a launch call"
-        some = ", ".join(sorted({_short(n) for n in missing})[:3])
-        return {"launches": None, "launches_error": why + (f", e.g. {some}" if missing else "")}
-    t0 = mark.start_ns()
-    ops = sorted(device_ops, key=lambda e: (calls[e.linked_correlation_id()].start_ns(), e.start_ns()))
     names: list[str] = []
     index: dict[str, int] = {}
     seq: dict[str, list] = {"kind": [], "name": [], "issue_us": [], "gpu_us": []}
-    for e in ops:
-        api = calls[e.linked_correlation_id()].name()
+    for e in sorted(device_ops, key=lambda e: e.start_ns()):
+        call = calls.get(e.linked_correlation_id())
         if e.name().startswith(("Memcpy", "Memset")):
             kind = "memop"
         else:
-            kind = "triton" if api.startswith("cuLaunch") else "cuda_runtime"
+            kind = "runtime" if call is not None and call.name().startswith("cuda") else "driver"
         name = _short(e.name())
         if name not in index:
             index[name] = len(names)
             names.append(name)
         seq["kind"].append(kind)
         seq["name"].append(index[name])
-        seq["issue_us"].append(round((calls[e.linked_correlation_id()].start_ns() - t0) / 1e3, 3))
+        seq["issue_us"].append(
+            round((call.start_ns() - mark.start_ns()) / 1e3, 3) if call is not None and mark is not None else None
+        )
         seq["gpu_us"].append(round(e.duration_ns() / 1e3, 3))
-    return {"launches": seq | {"names": names, "profiled_call_ms": mark.duration_ns() / 1e6}}
+    return {
+        "launches": seq | {"names": names, "profiled_call_ms": mark.duration_ns() / 1e6 if mark is not None else None}
+    }
 
 
 _SLEEP_CYCLES_PER_MS: dict[int, float] = {}
