@@ -247,13 +247,14 @@ def kernel_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, c
     return out
 
 
-def step_profile(fn, enqueue_ms: float, sequence: bool) -> dict:
+def step_profile(fn, enqueue_ms: float | None, sequence: bool) -> dict:
     """{"metrics", "details"} of one profiled call of a step launched kernel by kernel: kernels per
     step, their GPU time, CPU µs per kernel (enqueue_ms measured without the profiler), and with
     sequence=True details["launches"] (see count_kernels)."""
     kern = count_kernels(fn, sequence=sequence)
-    metrics = {"kernels_per_step": float(kern["kernels"]), "gpu_kernel_ms_per_step": kern["kernel_ms"],
-               "launch_us_per_kernel": enqueue_ms * 1000 / max(kern["kernels"], 1)}  # fmt: skip
+    metrics = {"kernels_per_step": float(kern["kernels"]), "gpu_kernel_ms_per_step": kern["kernel_ms"]}
+    if enqueue_ms is not None:
+        metrics["launch_us_per_kernel"] = enqueue_ms * 1000 / max(kern["kernels"], 1)
     details = {"kernels": {k: v for k, v in kern.items() if k != "launches"}}
     if sequence:
         details["launches"] = kern["launches"]
@@ -497,6 +498,9 @@ def floor_metrics(args: ModelArgs, batch: int, context_len: float, step_ms_: flo
 
 
 STEP_MARK = "cgb_step"
+# runtime calls that block the host until the GPU is done (or may): synchronisations, blocking copies, allocation
+HOST_WAIT_APIS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMalloc", "cudaFree",
+                  "cudaHostAlloc", "cuStreamSynchronize", "cuCtxSynchronize", "cuMemAlloc", "cuMemFree")  # fmt: skip
 # host API calls that put work on a stream; a device op's call is the one with its correlation id
 LAUNCH_APIS = ("cudaLaunch", "cuLaunch", "cudaMemcpy", "cudaMemset", "cuMemcpy", "cuMemset", "cudaGraphLaunch",
                "cuGraphLaunch")  # fmt: skip
@@ -593,8 +597,22 @@ def launch_sequence(events) -> dict:
             round((call.start_ns() - mark.start_ns()) / 1e3, 3) if call is not None and mark is not None else None
         )
         seq["gpu_us"].append(round(e.duration_ns() / 1e3, 3))
+    # host calls inside the step that can wait for the GPU: an eager step that makes one is not
+    # launch-bound however slow its host side, and its CPU enqueue time cannot be measured
+    waits = sorted(
+        {
+            e.name()
+            for e in events
+            if e.device_type() == DeviceType.CPU and (e.name() == "cudaMemcpy" or e.name().startswith(HOST_WAIT_APIS))
+        }
+    )
     return {
-        "launches": seq | {"names": names, "profiled_call_ms": mark.duration_ns() / 1e6 if mark is not None else None}
+        "launches": seq
+        | {
+            "names": names,
+            "profiled_call_ms": mark.duration_ns() / 1e6 if mark is not None else None,
+            "host_waits": waits,
+        }
     }
 
 
