@@ -328,3 +328,17 @@ def test_launch_sequence_without_a_step_marker_has_no_issue_times():
 
     seq = launch_sequence([_Ev("cudaLaunchKernel", "cpu", 3, 1.0, 1.0), _Ev("k", "gpu", 3, 2.0, 1.0)])["launches"]
     assert seq["kind"] == ["runtime"] and seq["issue_us"] == [None] and seq["profiled_call_ms"] is None
+
+
+def test_launch_sequence_names_host_waits_inside_the_step_only():
+    from cudagraph_bench.backends.graph_pool.measure import STEP_MARK, launch_sequence
+
+    events = [
+        _Ev(STEP_MARK, "cpu", 0, 100.0, 50.0),
+        _Ev("cudaLaunchKernel", "cpu", 3, 101.0, 1.0),
+        _Ev("k", "gpu", 3, 102.0, 1.0),
+        _Ev("cudaMemcpy", "cpu", 0, 120.0, 5.0),  # a blocking copy inside the step
+        _Ev("cudaMemcpyAsync", "cpu", 0, 125.0, 1.0),  # not blocking
+        _Ev("cudaDeviceSynchronize", "cpu", 0, 160.0, 5.0),  # the caller's sync after the step
+    ]
+    assert launch_sequence(events)["launches"]["host_waits"] == ["cudaMemcpy"]

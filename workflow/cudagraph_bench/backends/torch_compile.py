@@ -275,11 +275,9 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
         # the mechanism, after all timing (the profiler can slow later launches)
         pos = torch.tensor([int(ctx)], device=device)
 
+        @torch.no_grad()  # the grad mode the step was compiled and timed in: no guard fails, nothing recompiles
         def one_step():
-            # the helpers run under inference_mode; the step runs in the grad mode it was compiled
-            # in, so that no guard fails and nothing recompiles
-            with torch.inference_mode(False), torch.no_grad():
-                step(tok, pos)
+            step(tok, pos)
 
         try:
             enq = cpu_enqueue_ms(one_step)

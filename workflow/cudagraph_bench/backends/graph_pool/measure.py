@@ -164,6 +164,7 @@ def _measure_latency(mode, batch, args, input_len, output_len, s, device) -> dic
     return out
 
 
+@torch.inference_mode()  # the mode the pool's steps are timed in; the helpers run fn in the caller's mode
 def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, input_len: int, output_len: int,
                     s: dict, copy_bw_gbps: float | None = None, profile: bool = True) -> dict:  # fmt: skip
     """All latency-cell metrics for one batch size: eager when pool is None, else through the pool
@@ -235,6 +236,7 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
     return {"metrics": metrics, "details": details}
 
 
+@torch.inference_mode()
 def kernel_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, ctx: int, enqueue_ms: float,
                    seed: int = 0) -> dict:  # fmt: skip
     """Profile one eager step (and one graph step): kernels per step, their summed GPU time,
@@ -506,7 +508,6 @@ LAUNCH_APIS = ("cudaLaunch", "cuLaunch", "cudaMemcpy", "cudaMemset", "cuMemcpy",
                "cuGraphLaunch")  # fmt: skip
 
 
-@torch.inference_mode()
 def count_kernels(fn, sequence: bool = False) -> dict:
     """Profile one call of fn (after one warm call): CUDA kernels launched, their summed device time,
     memcpy/memset count, and kernel names with counts.
@@ -559,6 +560,18 @@ def _annotation(e) -> bool:
     return bool(is_annotation()) if callable(is_annotation) else False
 
 
+def _host_wait(e) -> bool:
+    from torch.autograd import DeviceType
+
+    name = e.name()
+    return e.device_type() == DeviceType.CPU and (name == "cudaMemcpy" or name.startswith(HOST_WAIT_APIS))
+
+
+def _inside(e, mark) -> bool:
+    """Whether event e ran within the step marker (False without a marker)."""
+    return mark is not None and mark.start_ns() <= e.start_ns() <= mark.start_ns() + mark.duration_ns()
+
+
 def launch_sequence(events) -> dict:
     """The "launches" record of count_kernels from the profiler's kineto events (see there).
 
@@ -599,13 +612,7 @@ def launch_sequence(events) -> dict:
         seq["gpu_us"].append(round(e.duration_ns() / 1e3, 3))
     # host calls inside the step that can wait for the GPU: an eager step that makes one is not
     # launch-bound however slow its host side, and its CPU enqueue time cannot be measured
-    waits = sorted(
-        {
-            e.name()
-            for e in events
-            if e.device_type() == DeviceType.CPU and (e.name() == "cudaMemcpy" or e.name().startswith(HOST_WAIT_APIS))
-        }
-    )
+    waits = sorted({e.name() for e in events if _host_wait(e) and _inside(e, mark)})
     return {
         "launches": seq
         | {
@@ -633,7 +640,6 @@ def _busy(ms: float) -> None:
     torch.cuda._sleep(int(ms * _SLEEP_CYCLES_PER_MS[dev]))
 
 
-@torch.inference_mode()
 def cpu_enqueue_ms(fn, reps: int = 10) -> dict:
     """Host milliseconds to enqueue one call of fn while the GPU is busy with an earlier sleep kernel
     (so no launch waits for the GPU). Valid reps are those where the sleep outlasted the enqueue."""
@@ -660,7 +666,6 @@ def cpu_enqueue_ms(fn, reps: int = 10) -> dict:
     return {"median_ms": statistics.median(times), "min_ms": min(times), "valid_reps": valid, "reps": reps}
 
 
-@torch.inference_mode()
 def graph_gpu_ms(pool: CUDAGraphPool, tok, pos, rows, n: int = 50) -> float:
     """GPU milliseconds per step from n back-to-back replays (the host runs ahead; no gaps)."""
     return back_to_back_ms(lambda: pool.step(tok, pos, rows), n)
