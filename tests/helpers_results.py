@@ -136,8 +136,26 @@ def capture_study_details() -> list[dict]:
     return out
 
 
+def launches_detail(n: int, gpu_ms: float) -> dict:
+    """A synthetic eager step's launch sequence (details.launches): n Triton kernels of gpu_ms / n each."""
+    return {
+        "kind": ["driver"] * n,
+        "name": [0] * n,
+        "issue_us": [None] * n,
+        "gpu_us": [gpu_ms * 1e3 / n] * n,
+        "names": ["_gemv_kernel"],
+        "profiled_call_ms": None,
+        "host_waits": [],
+    }
+
+
+HOST_LAUNCH_METRICS = {"host_aten_launch_us": 7.0, "host_triton_launch_us": 11.0}
+
+
 def graph_pool_latency(bs: int, mode: str, *, cpu_ms: float, gpu_ms: float, eager_factor: float = 1.0) -> dict:
-    """Synthetic graph-pool latency metrics: eager step = max(cpu, gpu) * eager_factor, graph step = gpu."""
+    """Synthetic graph-pool latency metrics: eager step = max(cpu, gpu) * eager_factor, graph step = gpu.
+    With launches_detail(100, gpu_ms) the queue model predicts the eager step max(cpu, gpu) plus
+    one kernel's or one launch's time (the queue's first or last element)."""
     step = max(cpu_ms, gpu_ms) * eager_factor if mode == "eager" else gpu_ms
     return {
         "decode_step_ms_median": step,
@@ -153,6 +171,7 @@ def graph_pool_latency(bs: int, mode: str, *, cpu_ms: float, gpu_ms: float, eage
         "graph_over_floor": 2.0,
         "padded_batch_size": float(bs),
         "padding_waste_frac": 0.0,
+        **HOST_LAUNCH_METRICS,
     }
 
 
@@ -184,7 +203,7 @@ def synthetic_study(root: Path) -> list[Path]:
                 factor = 1.3 if (gpu, bs) == ("gpu_a", 16) else 1.0
                 g = gpu_ms * (1 + bs / 64)
                 metrics = graph_pool_latency(bs, mode, cpu_ms=cpu_ms, gpu_ms=g, eager_factor=factor)
-                details = {}
+                details = {"launches": launches_detail(100, g)} if mode == "eager" else {}
                 if mode == "cudagraph":
                     details["capture"] = capture_summary(ms_per_row=per_row)
                     metrics.update(capture_s_total=details["capture"]["capture_s_total"] + 0.01 * bs,

@@ -35,7 +35,8 @@ def study(tmp_path_factory) -> Path:
 def drawn(study):
     records, df = agg.aggregate(study)
     capture = agg.parse_capture_details(records)
-    return df, F.build_figures(df, capture=capture, capture_sizes=[1, 2, 4, 8, 16, 32, 64])
+    launches = agg.parse_launch_details(records)
+    return df, F.build_figures(df, capture=capture, launches=launches, capture_sizes=[1, 2, 4, 8, 16, 32, 64])
 
 
 def texts(fig) -> list[str]:
@@ -189,7 +190,7 @@ def test_model_prediction_drawn_beside_measurement(drawn):
     _, figs = drawn
     ax = figs["fig2_speedup"][0].axes[0]
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
-    assert len(dashed) == 2  # one per GPU of the graph pool (vLLM reports no model inputs)
+    assert len(dashed) == 2  # one per GPU of the graph pool (vLLM records no launch sequence)
     xs = sorted(float(x) for x in dashed[0].get_xdata())
     assert xs == [1.0, 4.0, 16.0, 64.0]
 
@@ -285,4 +286,19 @@ def test_summary_verb(study, tmp_path, capsys):
     capsys.readouterr()
     assert main(["summary", "--results", str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
-    assert "summary.csv" in out and "3 of 3 built" in out and "6 of 6 built" in out
+    assert "summary.csv" in out and "4 of 4 built" in out and "7 of 7 built" in out
+
+
+def test_launch_cost_figure_runs_the_queue_at_every_host_cost(drawn):
+    df, figs = drawn
+    ax = figs["fig7_launch_cost"][0].axes[0]
+    curves = [line for line in ax.get_lines() if len(line.get_xdata()) == len(F.HOST_US_AXIS)]
+    assert len(curves) == 2  # one per GPU with a bs=1 eager launch sequence (synthetic GPUs: no bandwidth ratio)
+    # gpu_a's host spends 80 µs per kernel, the axis' last point: the curve ends at the table's prediction
+    a = next(c for c in curves if c.get_ydata()[-1] > 1.5)
+    assert a.get_ydata()[-1] == pytest.approx((8.0 + 4.0 * (1 + 1 / 64) / 100) / (4.0 * (1 + 1 / 64)))
+    assert a.get_ydata()[0] == pytest.approx(1.0, abs=0.02)  # a 2 µs host: the GPU is never starved
+    bars = [line for line in ax.get_lines() if list(line.get_xdata()) == list(F.PUBLISHED_HOST_US)]
+    assert sorted(round(line.get_ydata()[0], 3) for line in bars) == sorted(
+        round(v, 3) for v in F.PUBLISHED_SPEEDUP.values()
+    )

@@ -37,3 +37,12 @@ def test_step_and_host_metrics_are_numbers_with_units():
     rec = {"aten_launch_us": 10.6, "cpu_cores_usable": 16, "cpu_affinity": "0-15", "launch_costs_error": "x"}
     assert host.host_metrics(rec) == {"host_aten_launch_us": 10.6, "host_cpu_cores_usable": 16.0}
     assert "launch_costs_error" not in host.host_record("cpu") and "aten_launch_us" not in host.host_record("cpu")
+
+
+def test_step_metrics_add_the_host_time_of_the_timed_steps():
+    from cudagraph_bench.host import step_metrics
+
+    stab = {"rounds": 1, "cv": 0.0, "cv_over_limit": False}
+    m = step_metrics([5.0, 5.0, 5.0], stab, host_ms=[1.0, 2.0, 3.0])
+    assert (m["step_host_ms_median"], m["step_host_ms_p10"], m["step_host_ms_p90"]) == (2.0, 1.2, 2.8)
+    assert "step_host_ms_median" not in step_metrics([5.0], stab)

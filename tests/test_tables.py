@@ -6,18 +6,30 @@ import csv
 import io
 import json
 
+import pandas as pd
 import pytest
 from cudagraph_bench import aggregate as agg
+from cudagraph_bench import queue_model as Q
 from cudagraph_bench import tables as T
 from cudagraph_bench.cells import Cell
-from helpers_results import graph_pool_latency, synthetic_study, write
+from helpers_results import graph_pool_latency, launches_detail, synthetic_study, write
 
 
 @pytest.fixture(scope="module")
-def df(tmp_path_factory):
+def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     synthetic_study(root)
-    return agg.aggregate(root)[1]
+    return agg.aggregate(root)
+
+
+@pytest.fixture(scope="module")
+def df(study):
+    return study[1]
+
+
+@pytest.fixture(scope="module")
+def launches(study):
+    return agg.parse_launch_details(study[0])
 
 
 def rows_of(table: T.Table) -> list[dict]:
@@ -65,8 +77,8 @@ def test_headline_shape_and_gaps(df):
     assert eager["tok/s (bs=1)"] == T.fmt(64 / (step * 64 / 1000 + 0.01))
 
 
-def test_every_row_names_its_model_and_source(df):
-    for table in (T.headline_table(df), T.metrics_table(df), T.model_table(df)):
+def test_every_row_names_its_model_and_source(df, launches):
+    for table in (T.headline_table(df), T.metrics_table(df), T.model_table(df, launches)):
         assert table.columns[:4] == ("GPU", "Model", "Backend", "Source"), table.name
         for row in rows_of(table):
             want = {"gpu_a": ("synthetic-8b", "pipeline"), "gpu_b": ("synthetic-1b", "imported (older drivers)")}
@@ -135,38 +147,53 @@ def test_metrics_table_speedup_is_eager_over_graph(df):
     assert vllm["Metric"].startswith("Time per output token")
 
 
-def test_predict_eager_is_max_of_cpu_and_gpu():
-    assert T.predict_eager_ms(8.0, 4.0) == 8.0
-    assert T.predict_eager_ms(2.0, 6.0) == 6.0
+def test_the_queue_waits_for_the_host_and_for_the_previous_kernel():
+    # issue at 10, 20, 30 µs; the long kernel makes the third wait for the GPU, not the host
+    end, idle = Q.simulate([10, 10, 10], [5, 30, 5])
+    assert end == 55 and idle == [10, 5, 0]
 
 
-def test_model_table_flags_where_the_model_does_not_hold(df):
-    model = T.launch_model(df)
+def test_predict_shares_the_measured_enqueue_by_launch_kind():
+    seq = pd.DataFrame({"kind": ["runtime", "driver"], "gpu_us": [1.0, 1.0]})
+    q = Q.predict(seq, 0.08, aten_us=10.0, triton_us=30.0)  # c = 80 µs shared 1 : 3
+    assert q["basis"] == Q.BASIS_ENQUEUE and q["pred_ms"] == pytest.approx(0.081)
+    assert q["by_kind"]["runtime"]["cpu_ms"] == pytest.approx(0.02) and q["by_kind"]["driver"][
+        "cpu_ms"
+    ] == pytest.approx(0.06)
+    assert q["idle_ms"] == pytest.approx(0.079)
+    bare = Q.predict(seq, None, aten_us=10.0, triton_us=30.0)
+    assert bare["basis"] == Q.BASIS_LAUNCH_ONLY and bare["pred_ms"] == pytest.approx(0.041)
+    other = Q.predict(seq, 0.08, 10.0, 30.0, cpu_us_per_kernel=20.0, gpu_scale=50.0)  # c = 10, 30; d = 50, 50
+    assert other["pred_ms"] == pytest.approx(0.110) and other["gpu_ms"] == pytest.approx(0.1)
+
+
+def test_model_table_flags_where_the_model_does_not_hold(df, launches):
+    model = T.launch_model(df, launches=launches)
     lat = model[model["workload"] == "latency"]
+    # gpu_a: launch-bound (8 ms of host time against 4-8 ms of kernels); bs 16's eager step is 30%
+    # slower than the queue allows; gpu_b: GPU-bound (2 ms of host time, 6 ms or more of kernels)
     bad = lat[lat["holds"] == False]  # noqa: E712 (object column: True / False / None)
     assert bad[["gpu", "batch_size"]].values.tolist() == [["gpu_a", 16]]
-    assert bad["error"].iloc[0] == pytest.approx(1 / 1.3 - 1)
+    g16 = 4.0 * (1 + 16 / 64)
+    assert bad["eager_pred_ms"].iloc[0] == pytest.approx(8.0 + g16 / 100)  # all launches, then the last kernel
+    assert bad["error"].iloc[0] == pytest.approx((8.0 + g16 / 100) / (8.0 * 1.3) - 1)
     good = lat[lat["holds"] == True]  # noqa: E712
-    assert (good["error"].abs() <= T.MODEL_TOLERANCE).all() and len(good) == 6
-    assert set(good["regime"]) == {"launch-bound", "GPU-bound"}
-    assert set(lat["us_per_kernel"].dropna().round(6)) == {80.0, 20.0}  # synthetic: 8 ms or 2 ms / 100 kernels
-    rows = rows_of(T.model_table(df))
-    flagged = [r for r in rows if r["Launch model"].startswith("DOES NOT HOLD")]
-    assert len(flagged) == 1 and flagged[0]["Error (%)"] == T.fmt((1 / 1.3 - 1) * 100)
+    assert (good["error"].abs() <= T.MODEL_TOLERANCE).all() and len(good) == 7
+    b1 = good[(good["gpu"] == "gpu_b") & (good["batch_size"] == 1)].iloc[0]
+    assert b1["eager_pred_ms"] == pytest.approx(0.02 + 6.0 * (1 + 1 / 64))  # the first launch, then every kernel
+    assert set(lat["regime"]) == {"launch-bound", "GPU-bound"} and set(lat["basis"]) == {Q.BASIS_ENQUEUE}
+    rows = rows_of(T.model_table(df, launches))
+    flagged = [r for r in rows if r["Queue model"].startswith("DOES NOT HOLD")]
+    assert len(flagged) == 1 and flagged[0]["Error (%)"] == T.fmt(bad["error"].iloc[0] * 100)
     oom = next(r for r in rows if r["GPU"] == "gpu_b" and r["Batch size"] == "64" and r["Workload"] == "latency")
-    assert oom["Graph GPU time (ms)"] == "OOM" and oom["Eager predicted (ms)"] == "—"
-    assert not any(r["Backend"] == "vllm" for r in rows)  # vLLM reports no kernels / enqueue time
+    assert oom["Speedup measured (×)"] == "OOM" and oom["Speedup predicted (×)"] == "—"
+    assert not any(r["Backend"] == "vllm" for r in rows)  # vLLM records no launch sequence
+    kinds = rows_of(T.kinds_table(df, launches))
+    assert {r["Launched through"] for r in kinds} == {Q.KIND_LABELS["driver"]} and len(kinds) == len(rows)
 
 
-def test_model_prediction_matches_synthetic_physics(tmp_path):
-    # A cell whose eager step is exactly max(cpu, gpu): error 0, predicted speedup = measured.
-    for mode in ("eager", "cudagraph"):
-        m = graph_pool_latency(1, mode, cpu_ms=10.0, gpu_ms=5.0)
-        write(tmp_path, Cell("g", "graph_pool", "latency", mode, 1), "ok", m)
-    model = T.launch_model(agg.aggregate(tmp_path)[1])
-    (row,) = model.to_dict("records")
-    assert row["eager_pred_ms"] == 10.0 and row["speedup_pred"] == pytest.approx(2.0)
-    assert row["speedup"] == pytest.approx(2.0) and row["error"] == pytest.approx(0.0) and row["holds"]
+def test_no_launch_sequence_no_model_row(df):
+    assert T.launch_model(df).empty and T.model_table(df).rows == ()
 
 
 def test_formats(df, tmp_path):
@@ -194,7 +221,7 @@ def test_write_tables_writes_exactly_its_outputs_with_sidecars(df, tmp_path):
 def test_tables_of_an_empty_study():
     empty = agg.parse_results([])
     for build in T.TABLE_BUILDERS.values():
-        assert build(empty).rows == ()
+        assert build(empty, None).rows == ()
 
 
 def test_decode_steps_show_their_spread_and_flag_a_noisy_cell(df):
@@ -208,3 +235,17 @@ def test_decode_steps_show_their_spread_and_flag_a_noisy_cell(df):
     )
     assert r["Eager"].endswith("(7.00–9.50) †")
     assert "†" not in r["CUDA graph"]
+
+
+def test_the_timed_steps_host_time_comes_before_the_separate_enqueue_loop(tmp_path):
+
+    for mode in ("eager", "cudagraph"):
+        m = graph_pool_latency(1, mode, cpu_ms=8.0, gpu_ms=4.0)
+        if mode == "eager":
+            m["step_host_ms_median"] = 3.0  # the separate loop's 8 ms was noise: the GPU bounds the step
+        details = {"launches": launches_detail(100, 4.0)} if mode == "eager" else {}
+        write(tmp_path, Cell("g", "graph_pool", "latency", mode, 1), "ok", m, details=details)
+    records, df = agg.aggregate(tmp_path)
+    (row,) = T.launch_model(df, launches=agg.parse_launch_details(records)).to_dict("records")
+    assert row["basis"] == Q.BASIS_STEP_HOST and row["cpu_enqueue_ms"] == pytest.approx(3.0)
+    assert row["eager_pred_ms"] == pytest.approx(0.03 + 4.0) and row["regime"] == "GPU-bound"

@@ -371,6 +371,35 @@ def parse_capture_details(records: list[dict]) -> pd.DataFrame:
     return capture_frame(rows)
 
 
+LAUNCH_COLUMNS = ["gpu", "model", "backend", "workload", "mode", "batch_size", "i", "kind", "name", "gpu_us", "path"]
+
+
+def parse_launch_details(records: list[dict]) -> pd.DataFrame:
+    """One row per device op of every ok result with details.launches (cells that launch kernel by
+    kernel: eager, compile_nograph), in issue order: the queue model's input. Columns: LAUNCH_COLUMNS."""
+    rows = []
+    for rec in records:
+        res, path = rec["result"], rec["path"]
+        seq = (res.get("details") or {}).get("launches")
+        if res.get("status") != "ok" or not seq:
+            continue
+        cell = res["cell"]
+        base = (
+            cell["gpu"],
+            _model_name(path, res.get("spec")),
+            cell["backend"],
+            cell["workload"],
+            cell["mode"],
+            cell.get("batch_size"),
+        )
+        names = seq["names"]
+        for i, (kind, name, d) in enumerate(zip(seq["kind"], seq["name"], seq["gpu_us"], strict=True)):
+            rows.append((*base, i, kind, names[name], float(d), path))
+    df = pd.DataFrame.from_records(rows, columns=LAUNCH_COLUMNS)
+    df["batch_size"] = df["batch_size"].astype("Int64")
+    return df
+
+
 CAPTURE_COLUMNS = [
     "gpu",
     "model",

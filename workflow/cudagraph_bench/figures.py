@@ -29,8 +29,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator
 
+from . import queue_model as Q
 from . import tables as T
 from .aggregate import (
     CAPTURE_COLUMNS,
@@ -41,6 +42,7 @@ from .aggregate import (
     group_rows,
     models_of,
     parse_capture_details,
+    parse_launch_details,
     read_summary,
     sidecar,
     sizes_label,
@@ -68,7 +70,7 @@ MODE_COLORS = {
     "compile_nograph": OKABE_ITO["bluish_green"],
 }
 SERIES_COLORS = [OKABE_ITO[k] for k in ("blue", "vermillion", "bluish_green", "reddish_purple", "orange", "sky_blue")]
-BACKEND_MARKERS = {"graph_pool": "o", "vllm": "s"}
+BACKEND_MARKERS = {"graph_pool": "o", "vllm": "s", "torch_compile": "D"}
 GAP_COLOR = "#666666"
 STARTUP_PARTS = (  # (label, metrics in order of preference, colour)
     ("weight load", ("weight_init_s", "model_load_s"), OKABE_ITO["sky_blue"]),
@@ -243,12 +245,13 @@ def _log2_batch_axis(ax, sizes: Sequence[int]) -> None:
     ax.set_xlabel("Batch size (sequences)")
 
 
-def fig2_speedup(df: pd.DataFrame, lookup: Lookup) -> Figure:
-    """Speedup eager/graph vs batch size, a line per GPU and backend, model prediction dashed beside it."""
+def fig2_speedup(df: pd.DataFrame, lookup: Lookup, launches: pd.DataFrame | None = None) -> Figure:
+    """Speedup eager/graph vs batch size, a line per GPU and backend, the queue model's prediction
+    dashed beside every backend it can model."""
     fig, (ax,) = new_figure(6.5, 3.2)
     sweep = T.sweep_workload(df)
     pairs = T.decode_pairs(df, lookup, sweep) if sweep else T.decode_pairs(df.iloc[0:0])
-    model = T.launch_model(df, lookup, sweep) if sweep else T.launch_model(df.iloc[0:0])
+    model = T.launch_model(df, lookup, sweep, launches) if sweep else T.launch_model(df.iloc[0:0])
     if pairs.empty:
         empty_note(ax, "no eager/graph latency pairs")
     gpus = sorted(pairs["gpu"].unique(), key=T.gpu_sort_key)
@@ -274,7 +277,7 @@ def fig2_speedup(df: pd.DataFrame, lookup: Lookup) -> Figure:
             )
     ax.axhline(1.0, color=GAP_COLOR, lw=0.8, ls=":")
     if not model.empty:
-        handles.append(Line2D([], [], color=GAP_COLOR, marker="o", mfc="none", ls="--", label="launch-overhead model"))
+        handles.append(Line2D([], [], color=GAP_COLOR, marker="o", mfc="none", ls="--", label="queue model"))
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     sizes = sorted(int(b) for b in pairs["batch_size"].unique())
@@ -570,7 +573,8 @@ def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
     for ax, gpu in zip(axes, gpus, strict=False):
         sel = lat[lat["gpu"] == gpu]
         sizes = sorted(int(b) for b in sel["batch_size"].dropna().unique())
-        for backend in backends:
+        # only the backends measured on this GPU: another GPU's backend is not a gap here
+        for b_i, backend in enumerate(b for b in backends if b in set(sel["backend"])):
             floor = []
             for mode in ("eager", "cudagraph"):
                 xs, ys = [], []
@@ -591,7 +595,8 @@ def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
                                 f"{T.fmt(v / f)}×",
                                 (bs, v),
                                 textcoords="offset points",
-                                xytext=(0, 4),
+                                # one backend's labels below its points, the next one's above
+                                xytext=(0, -10 if b_i % 2 == 0 else 4),
                                 ha="center",
                                 fontsize=6,
                                 color=MODE_COLORS[mode],
@@ -600,10 +605,13 @@ def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
             floor = sorted(dict(floor).items())
             if floor:
                 ax.plot([b for b, _ in floor], [f for _, f in floor], color=OKABE_ITO["black"], ls="--", lw=1.0)
-        ax.set_ylim(bottom=0)
+        # log scale: a slow eager backend (tens of ms) and the floor (a few ms) both stay readable
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_locator(LogLocator(base=2, subs=(1.0, 1.5)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         if sizes:
             _log2_batch_axis(ax, sizes)
-        ax.set_ylabel("Decode step (ms)")
+        ax.set_ylabel("Decode step (ms, log scale)")
         ax.set_title(f"{gpu}\n{group_origin(lat, gpu)}", fontsize=8)
     handles = [Line2D([], [], color=MODE_COLORS[m], marker="o", label=T.MODE_LABELS[m]) for m in ("eager", "cudagraph")]
     handles.append(Line2D([], [], color=OKABE_ITO["black"], ls="--", label="HBM floor (bytes / copy bandwidth)"))
@@ -617,17 +625,100 @@ def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
     return fig
 
 
+# The published study (vLLM, Llama-3.1-8B, bs 1, 256 in / 64 out): eager / graph latency per GPU.
+# H200: 0.52 s -> 0.37 s; L40S: 2.87 s -> 2.85 s; A100: "~5%" (a table row, no seconds).
+PUBLISHED_SPEEDUP = {"H200": 0.52 / 0.37, "A100": 1 / (1 - 0.05), "L40S": 2.87 / 2.85}
+# The host cost per launch those runs are assumed to have had: the published write-up's own
+# estimate ("~200-300 kernels x ~5-10 µs"); the hosts themselves were not measured.
+PUBLISHED_HOST_US = (5.0, 10.0)
+# Peak HBM bandwidth (vendor datasheets, TB/s): a memory-bound decode step's GPU time on another
+# GPU is taken as the H200's times this ratio (an assumption, drawn dotted).
+HBM_TBPS = {"H200": 4.8, "A100": 2.039, "L40S": 0.864}
+HOST_US_AXIS = np.geomspace(2.0, 80.0, 61)
+
+
+def fig7_launch_cost(df: pd.DataFrame, lookup: Lookup, launches: pd.DataFrame | None = None) -> Figure:
+    """Speedup at bs 1 against the host's CPU time per kernel: the queue model run on each
+    backend's measured step at every host cost, our cells, and the published points."""
+    fig, (ax,) = new_figure(6.5, 4.6)
+    sweep = T.sweep_workload(df)
+    model = T.launch_model(df, lookup, sweep, launches) if sweep else T.launch_model(df.iloc[0:0])
+    bs1 = model[(model["batch_size"] == 1) & model["graph_ms"].notna()] if not model.empty else model
+    handles = []
+    colors = {ref: series_color(i) for i, ref in enumerate(HBM_TBPS)}
+    for gpu, backend in sorted({(r["gpu"], r["backend"]) for r in bs1.to_dict("records")}):
+        row = bs1[(bs1["gpu"] == gpu) & (bs1["backend"] == backend)].iloc[0]
+        e_key = (gpu, backend, row["workload"], "eager", 1)
+        seq = Q.cell_sequence(launches, e_key)
+        aten, triton = lookup.value(e_key, "host_aten_launch_us"), lookup.value(e_key, "host_triton_launch_us")
+        own = next((ref for ref in HBM_TBPS if ref.lower() in gpu.lower()), None)
+        style, marker = ("-" if backend == "graph_pool" else "--"), BACKEND_MARKERS.get(backend, "^")
+        # the measured GPU's own kernels; on the other GPUs the same kernels, slower by the bandwidth ratio (dotted)
+        for ref in list(HBM_TBPS) if own else [gpu]:
+            scale = HBM_TBPS[own] / HBM_TBPS[ref] if own else 1.0
+            speed = [
+                Q.predict(seq, None, aten, triton, cpu_us_per_kernel=x, gpu_scale=scale)["pred_ms"]
+                / (row["graph_ms"] * scale)
+                for x in HOST_US_AXIS
+            ]
+            mine = ref in (own, gpu)
+            ax.plot(
+                HOST_US_AXIS,
+                speed,
+                color=colors.get(ref, GAP_COLOR),
+                ls=style if mine else ":",
+                lw=1.2 if mine else 0.9,
+            )
+        color = colors.get(own, GAP_COLOR)
+        hollow = row["basis"] == Q.BASIS_LAUNCH_ONLY
+        ax.plot([row["us_per_kernel"]], [row["speedup"]], color=color, marker=marker, ms=7, ls="none",
+                mfc="none" if hollow else color)  # fmt: skip
+        label = f"{gpu} / {backend} ({int(row['kernels_per_step'])} kernels / step): model; marker = measured"
+        label += " at the bare launch cost (enqueue time not measurable)" if hollow else ""
+        handles.append(
+            Line2D([], [], color=color, ls=style, marker=marker, mfc="none" if hollow else color, label=label)
+        )
+    lo, hi = PUBLISHED_HOST_US
+    for ref, speed in PUBLISHED_SPEEDUP.items():
+        ax.plot([lo, hi], [speed, speed], color=colors[ref], lw=5, alpha=0.55, solid_capstyle="butt")
+        handles.append(Line2D([], [], color=colors[ref], lw=5, alpha=0.55,
+                              label=f"published vLLM on {ref}: {T.fmt(speed)}× (host assumed {lo:g}–{hi:g} µs)"))  # fmt: skip
+    for ref in list(HBM_TBPS)[1:]:
+        handles.append(Line2D([], [], color=colors[ref], ls=":", label=f"model on {ref}: H200 kernels × "
+                              f"{HBM_TBPS['H200'] / HBM_TBPS[ref]:.2g} (HBM bandwidth ratio)"))  # fmt: skip
+    if bs1.empty:
+        empty_note(ax, "no bs=1 eager cell with a launch sequence and a graph cell")
+    ax.axhline(1.0, color=GAP_COLOR, lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(HOST_US_AXIS[0], HOST_US_AXIS[-1])
+    ax.set_ylim(0.9, 12)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "2358" else ""))
+    ax.set_xlabel("Host CPU time per kernel launched (µs)")
+    ax.set_ylabel("Speedup at bs=1, eager / graph (×)")
+    ax.set_title(f"Graph speedup vs the host's launch cost ({sweep or 'no sweep'}, bs=1)")
+    fig.legend(handles=handles, loc="outside lower center", ncols=1, fontsize=7)
+    return fig
+
+
 def build_figures(
-    df: pd.DataFrame, *, capture: pd.DataFrame | None = None, capture_sizes: Sequence[int] = ()
+    df: pd.DataFrame,
+    *,
+    capture: pd.DataFrame | None = None,
+    launches: pd.DataFrame | None = None,
+    capture_sizes: Sequence[int] = (),
 ) -> dict[str, tuple[Figure, set[str], dict]]:
     """Draw every figure: name -> (figure, result files drawn from, extra sidecar fields)."""
     builders = {
         "fig1_latency_throughput": lambda lk: fig1_latency_throughput(df, lk),
-        "fig2_speedup": lambda lk: fig2_speedup(df, lk),
+        "fig2_speedup": lambda lk: fig2_speedup(df, lk, launches),
         "fig3_startup": lambda lk: fig3_startup(df, lk),
         "fig4_capture_cost": lambda lk: fig4_capture_cost(df, lk, capture),
         "fig5_padding": lambda lk: fig5_padding(df, lk, capture_sizes),
         "fig6_roofline": lambda lk: fig6_roofline(df, lk),
+        "fig7_launch_cost": lambda lk: fig7_launch_cost(df, lk, launches),
     }
     out = {}
     with matplotlib.rc_context(STYLE):
@@ -643,13 +734,16 @@ def write_figures(
     out_dir: str | os.PathLike = "results/figures",
     *,
     capture: pd.DataFrame | None = None,
+    launches: pd.DataFrame | None = None,
     capture_sizes: Sequence[int] = (),
     code_commit: str | None = None,
 ) -> list[Path]:
     """Draw and write every figure as PDF + PNG + sidecar JSON; returns the paths (= figure_outputs(out_dir))."""
     out = Path(out_dir)
     written = []
-    for name, (fig, used, extra) in build_figures(df, capture=capture, capture_sizes=capture_sizes).items():
+    for name, (fig, used, extra) in build_figures(
+        df, capture=capture, launches=launches, capture_sizes=capture_sizes
+    ).items():
         blobs = render(fig)
         blobs["json"] = sidecar(name, df, used, code_commit, files=[f"{name}.pdf", f"{name}.png"], **extra).encode()
         written += [write_atomic(out / f"{name}.{ext}", blobs[ext]) for ext in FIGURE_FORMATS]
@@ -692,13 +786,15 @@ def rebuild(
     out = root / results_dir
     summary = write_summary(df, out / "summary.csv")
     df = read_summary(summary)
+    launches = parse_launch_details(records)
     return {
         "summary": [summary],
-        "tables": T.write_tables(df, out / "tables", code_commit=commit),
+        "tables": T.write_tables(df, out / "tables", code_commit=commit, launches=launches),
         "figures": write_figures(
             df,
             out / "figures",
             capture=parse_capture_details(records),
+            launches=launches,
             capture_sizes=capture_sizes,
             code_commit=commit,
         ),

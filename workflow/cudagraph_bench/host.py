@@ -156,11 +156,16 @@ def host_metrics(host: dict) -> dict:
     return {f"host_{k}": float(host[k]) for k in keys if isinstance(host.get(k), int | float)}
 
 
-def step_metrics(times: list[float], stab: dict) -> dict:
+def step_metrics(times: list[float], stab: dict, host_ms: list[float] | None = None) -> dict:
     """Decode-step statistics: median, p10, p90 (ms), coefficient of variation, steps timed, and
-    whether the CV stayed above the limit after the extra rounds (1.0) or not (0.0)."""
+    whether the CV stayed above the limit after the extra rounds (1.0) or not (0.0); with host_ms
+    (the host's time to issue each timed step), its median, p10 and p90 as step_host_ms_*."""
     sp = spread(times)
-    return {
+    host = {}
+    if host_ms:
+        hs = spread(host_ms)
+        host = {"step_host_ms_median": hs["median"], "step_host_ms_p10": hs["p10"], "step_host_ms_p90": hs["p90"]}
+    return host | {
         "decode_step_ms_median": sp["median"],
         "decode_step_ms_p10": sp["p10"],
         "decode_step_ms_p90": sp["p90"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-TABLE_NAMES = ("headline", "metrics", "launch_model")
+TABLE_NAMES = ("headline", "metrics", "launch_model", "launch_kinds")
 TABLE_FORMATS = ("csv", "md", "tex", "json")
 FIGURE_NAMES = (
     "fig1_latency_throughput",
@@ -18,6 +18,7 @@ FIGURE_NAMES = (
     "fig4_capture_cost",
     "fig5_padding",
     "fig6_roofline",
+    "fig7_launch_cost",
 )
 FIGURE_FORMATS = ("pdf", "png", "json")
 

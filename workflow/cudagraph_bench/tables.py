@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import queue_model as Q
 from .aggregate import (
     IMPORTED_LABEL,
     MISSING,
@@ -215,77 +216,73 @@ MODEL_COLUMNS = PAIR_COLUMNS + [
     "kernels_per_step",
     "cpu_enqueue_ms",
     "us_per_kernel",
-    "gpu_graph_ms",
-    "serial_ms",
+    "gpu_kernel_ms",
+    "gpu_idle_ms",
+    "basis",
     "eager_pred_ms",
     "speedup_pred",
     "error",
     "holds",
     "regime",
+    "by_kind",
 ]
+# a step whose GPU idles for more than this share of it waiting for the host is launch-bound
+LAUNCH_BOUND_IDLE = 0.10
 
 
-def predict_eager_ms(cpu_enqueue_ms: float, gpu_ms: float) -> float:
-    """The launch-overhead model: an eager decode step takes max(CPU enqueue, GPU work).
+def launch_model(
+    df: pd.DataFrame,
+    lookup: Lookup | None = None,
+    workload: str | None = None,
+    launches: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The queue model (queue_model.py) against every eager / graph latency pair whose eager cell
+    recorded its launch sequence (the `launches` frame, queue_model.launch_frame).
 
-    Physics: in eager mode the host enqueues kernels asynchronously and the GPU
-    runs each as soon as it is queued and its predecessor is done; the host
-    waits only once per step (when it reads the sampled tokens). So the two
-    pipelines overlap and the step ends when the slower one does: the CPU's
-    enqueue time when launch-bound, the GPU's work when compute/memory-bound.
-    The serial sum cpu + gpu would need a sync after every kernel, which decode
-    does not do. GPU work is taken from the graph-mode step, which replays the
-    same kernels back to back with no launch gaps.
-
-    max() of the totals is a lower bound: where long kernels (GEMMs) let the CPU
-    run ahead and short ones then starve the GPU, the step is
-    sum_i max(launch_i, kernel_i) > max(sum launch, sum kernel), up to the serial
-    sum. The model table reports that sum beside each prediction.
-    """
-    return max(cpu_enqueue_ms, gpu_ms)
-
-
-def _backends_with_model_inputs(df: pd.DataFrame) -> set[str]:
-    if "cpu_enqueue_ms_per_step" not in df:
-        return set()
-    return set(df.loc[df["cpu_enqueue_ms_per_step"].notna(), "backend"])
-
-
-def launch_model(df: pd.DataFrame, lookup: Lookup | None = None, workload: str | None = None) -> pd.DataFrame:
-    """Predicted vs measured eager step and speedup, per latency cell pair of every
-    backend that reports kernels_per_step / cpu_enqueue_ms_per_step.
-
-    error = (predicted - measured) / measured eager step (the same fraction as
-    for the speedup, which shares the graph step as denominator); holds =
-    |error| <= MODEL_TOLERANCE; NaN / None where an input is a gap.
-    """
+    Predicted eager step = the queue run on the cell's own kernels, with the host's measured CPU
+    enqueue time (else its bare launch costs: basis); predicted speedup = predicted eager /
+    measured graph step; error = (predicted - measured) / measured eager step; holds = |error| <=
+    MODEL_TOLERANCE. Pairs without a sequence are left out."""
     lookup = lookup or Lookup(df)
-    pairs = decode_pairs(df[df["backend"].isin(_backends_with_model_inputs(df))], lookup, workload)
+    pairs = decode_pairs(df, lookup, workload)
     rows = []
     for p in pairs.to_dict("records"):
         e_key = (p["gpu"], p["backend"], p["workload"], "eager", p["batch_size"])
-        g_key = (p["gpu"], p["backend"], p["workload"], "cudagraph", p["batch_size"])
-        kernels = lookup.value(e_key, "kernels_per_step")
-        cpu = lookup.value(e_key, "cpu_enqueue_ms_per_step")
-        gpu = lookup.value(g_key, "gpu_ms_per_step")
-        if gpu == NOT_APPLICABLE:
-            gpu = lookup.value(g_key, "decode_step_ms_median")
-        num = {k: (math.nan if isinstance(v, str) else v) for k, v in (("k", kernels), ("c", cpu), ("g", gpu))}
-        pred = math.nan if math.isnan(num["c"]) or math.isnan(num["g"]) else predict_eager_ms(num["c"], num["g"])
-        error = pred / p["eager_ms"] - 1 if p["eager_ms"] > 0 else math.nan
+        seq = Q.cell_sequence(launches, e_key)
+        if seq is None or isinstance(p["eager_gap"], str):
+            continue
+        num = {
+            k: (math.nan if isinstance(v, str) else v)
+            for k, v in (
+                ("h", lookup.value(e_key, "step_host_ms_median")),
+                ("c", lookup.value(e_key, "cpu_enqueue_ms_per_step")),
+                ("aten", lookup.value(e_key, "host_aten_launch_us")),
+                ("triton", lookup.value(e_key, "host_triton_launch_us")),
+            )
+        }
+        if math.isnan(num["aten"]) or math.isnan(num["triton"]):
+            continue  # no host launch costs recorded: nothing to share the CPU time by
+        if not math.isnan(num["h"]):  # the timed steps' own host time: no noise between two loops
+            q = Q.predict(seq, num["h"], num["aten"], num["triton"], basis=Q.BASIS_STEP_HOST)
+        else:
+            q = Q.predict(seq, num["c"], num["aten"], num["triton"])
+        pred, measured = q["pred_ms"], p["eager_ms"]
+        error = pred / measured - 1 if measured > 0 else math.nan
         rows.append(
             dict(
                 p,
-                kernels_per_step=num["k"],
-                cpu_enqueue_ms=num["c"],
-                us_per_kernel=num["c"] * 1000 / num["k"] if num["k"] > 0 else math.nan,
-                gpu_graph_ms=num["g"],
-                serial_ms=num["c"] + num["g"],
+                kernels_per_step=float(len(seq)),
+                cpu_enqueue_ms=q["cpu_ms"],
+                us_per_kernel=q["cpu_ms"] * 1000 / len(seq),
+                gpu_kernel_ms=q["gpu_ms"],
+                gpu_idle_ms=q["idle_ms"],
+                basis=q["basis"],
                 eager_pred_ms=pred,
                 speedup_pred=pred / p["graph_ms"] if p["graph_ms"] > 0 else math.nan,
                 error=error,
                 holds=None if math.isnan(error) else abs(error) <= MODEL_TOLERANCE,
-                regime=None if math.isnan(pred) else ("launch-bound" if num["c"] >= num["g"] else "GPU-bound"),
+                regime="launch-bound" if q["idle_ms"] > LAUNCH_BOUND_IDLE * pred else "GPU-bound",
+                by_kind=q["by_kind"],
             )
         )
     return pd.DataFrame.from_records(rows, columns=MODEL_COLUMNS)
@@ -439,10 +436,10 @@ def metrics_table(df: pd.DataFrame) -> Table:
     return Table("metrics", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
 
 
-def model_table(df: pd.DataFrame) -> Table:
-    """The launch-overhead model, predicted vs measured per cell, flagging |error| > MODEL_TOLERANCE."""
+def model_table(df: pd.DataFrame, launches: pd.DataFrame | None = None) -> Table:
+    """The queue model, predicted vs measured per eager cell with a launch sequence, flagging |error| > MODEL_TOLERANCE."""
     lookup = Lookup(df)
-    model = launch_model(df, lookup)
+    model = launch_model(df, lookup, launches=launches)
     columns = (
         "GPU",
         "Model",
@@ -451,36 +448,31 @@ def model_table(df: pd.DataFrame) -> Table:
         "Workload",
         "Batch size",
         "Kernels / step",
-        "CPU enqueue (ms)",
-        "Launch (µs / kernel)",
-        "Graph GPU time (ms)",
+        "CPU per step (ms)",
+        "CPU per kernel (µs)",
+        "CPU basis",
+        "GPU kernel time (ms)",
+        "GPU idle, predicted (ms)",
         "Eager predicted (ms)",
         "Eager measured (ms)",
         "Speedup predicted (×)",
         "Speedup measured (×)",
         "Error (%)",
-        "Launch model",
+        "Queue model",
     )
     rows = []
     for m in model.to_dict("records"):
         lookup.begin()
+        e_key = (m["gpu"], m["backend"], m["workload"], "eager", m["batch_size"])
         for mode in ("eager", "cudagraph"):
             lookup.row((m["gpu"], m["backend"], m["workload"], mode, m["batch_size"]))
         llm, source = row_origin(lookup, df, m["gpu"], m["backend"])
-
-        def side(v, gap):
-            return gap_of(gap) or (NOT_APPLICABLE if math.isnan(v) else fmt(v))
-
-        def derived(v):
-            return DERIVED_GAP if math.isnan(v) else fmt(v)
-
         if m["holds"] is None or pd.isna(m["holds"]):
             verdict = DERIVED_GAP
         elif m["holds"]:
             verdict = f"holds ({m['regime']})"
         else:
-            where = "above" if m["error"] < 0 else "below"
-            verdict = f"DOES NOT HOLD: measured {where} max(cpu, gpu); serial cpu+gpu = {fmt(m['serial_ms'])} ms"
+            verdict = f"DOES NOT HOLD ({m['regime']}): measured {'above' if m['error'] < 0 else 'below'} the queue"
         rows.append(
             (
                 m["gpu"],
@@ -489,32 +481,80 @@ def model_table(df: pd.DataFrame) -> Table:
                 source,
                 m["workload"],
                 str(m["batch_size"]),
-                side(m["kernels_per_step"], m["eager_gap"]),
-                side(m["cpu_enqueue_ms"], m["eager_gap"]),
-                derived(m["us_per_kernel"]),
-                side(m["gpu_graph_ms"], m["graph_gap"]),
-                derived(m["eager_pred_ms"]),
-                side(m["eager_ms"], m["eager_gap"]),
-                derived(m["speedup_pred"]),
-                derived(m["speedup"]),
-                derived(m["error"] * 100),
+                fmt(m["kernels_per_step"]),
+                fmt(m["cpu_enqueue_ms"]),
+                fmt(m["us_per_kernel"]),
+                m["basis"],
+                fmt(m["gpu_kernel_ms"]),
+                fmt(m["gpu_idle_ms"]),
+                fmt(m["eager_pred_ms"]),
+                with_spread(lookup, e_key, m["eager_ms"]),
+                DERIVED_GAP if math.isnan(m["speedup_pred"]) else fmt(m["speedup_pred"]),
+                gap_of(m["graph_gap"]) or fmt(m["speedup"]),
+                fmt(m["error"] * 100),
                 verdict,
             )
         )
     notes = (
-        "Predicted eager step = max(CPU enqueue per step, graph-mode GPU time per step); predicted speedup = "
-        "predicted eager / measured graph step.",
-        "Error = (predicted - measured) / measured eager step; the model holds where the error is within "
-        f"±{MODEL_TOLERANCE * 100:g}%.",
+        "Queue model: the host issues kernel i at issue_i = issue_(i-1) + c_i; the GPU starts it at "
+        "max(issue_i, end of kernel i-1) and runs it for d_i; the predicted eager step ends with the last "
+        "kernel. d_i: each kernel's GPU time in the eager cell's profiled step. c_i: the host's time to issue "
+        "a step, shared by its kernels in proportion to the host's launch cost of each one's kind, measured "
+        "in the same job. That host time is the median over the timed steps themselves where the cell "
+        f"records it (CPU basis '{Q.BASIS_STEP_HOST}'), else the CPU enqueue time measured in a separate "
+        f"loop with the GPU kept busy ('{Q.BASIS_ENQUEUE}'), else the bare launch costs alone "
+        f"('{Q.BASIS_LAUNCH_ONLY}', a lower bound).",
+        "Predicted speedup = predicted eager / measured graph step. Error = (predicted - measured) / measured "
+        f"eager step; the model holds where it is within ±{MODEL_TOLERANCE * 100:g}%. Launch-bound: the "
+        f"predicted GPU idle time exceeds {LAUNCH_BOUND_IDLE * 100:g}% of the step. The measured eager step "
+        "shows its median (p10–p90); † marks a cell whose steps varied by more than the CV limit.",
+        "vLLM cells are not modelled: vLLM's engine runs the model in its own process, which records no "
+        "launch sequence here.",
     )
     if model.empty:
-        notes += ("No cell reports kernels_per_step and cpu_enqueue_ms_per_step.",)
+        notes += ("No eager latency cell with a launch sequence and host launch costs.",)
     notes += _source_notes(rows)
-    numeric = (False,) * 5 + (True,) * 10 + (False,)
+    numeric = (False,) * 6 + (True,) * 3 + (False,) + (True,) * 7 + (False,)
     return Table("launch_model", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
 
 
-TABLE_BUILDERS = {"headline": headline_table, "metrics": metrics_table, "launch_model": model_table}
+def kinds_table(df: pd.DataFrame, launches: pd.DataFrame | None = None) -> Table:
+    """The queue model per kernel kind of every modelled cell: kernels, host and GPU time, GPU idle."""
+    lookup = Lookup(df)
+    model = launch_model(df, lookup, launches=launches)
+    columns = ("GPU", "Backend", "Workload", "Batch size", "Launched through", "Kernels", "CPU (ms)",
+               "GPU (ms)", "GPU idle before them (ms)")  # fmt: skip
+    rows = []
+    for m in model.to_dict("records"):
+        lookup.row((m["gpu"], m["backend"], m["workload"], "eager", m["batch_size"]))
+        for kind, k in m["by_kind"].items():
+            rows.append(
+                (
+                    m["gpu"],
+                    m["backend"],
+                    m["workload"],
+                    str(m["batch_size"]),
+                    Q.KIND_LABELS[kind],
+                    str(k["kernels"]),
+                    fmt(k["cpu_ms"]),
+                    fmt(k["gpu_ms"]),
+                    fmt(k["idle_ms"]),
+                )
+            )
+    notes = (
+        "Per kind of launch, from the queue model of table launch_model: CPU = the host time the model gives "
+        "those launches, GPU = their kernels' time, idle = the GPU's wait for the host just before them.",
+    )
+    numeric = (False,) * 5 + (True,) * 4
+    return Table("launch_kinds", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
+
+
+TABLE_BUILDERS = {
+    "headline": lambda df, launches: headline_table(df),
+    "metrics": lambda df, launches: metrics_table(df),
+    "launch_model": model_table,
+    "launch_kinds": kinds_table,
+}
 
 
 # --------------------------------------------------------------------------- writers
@@ -590,7 +630,13 @@ def write_table(
 
 
 def write_tables(
-    df: pd.DataFrame, out_dir: str | os.PathLike = "results/tables", code_commit: str | None = None
+    df: pd.DataFrame,
+    out_dir: str | os.PathLike = "results/tables",
+    code_commit: str | None = None,
+    launches: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Build and write every table; returns the paths written (= table_outputs(out_dir))."""
-    return [p for name in TABLE_NAMES for p in write_table(TABLE_BUILDERS[name](df), df, out_dir, code_commit)]
+    """Build and write every table (launches: queue_model.launch_frame of the eager cells);
+    returns the paths written (= table_outputs(out_dir))."""
+    return [
+        p for name in TABLE_NAMES for p in write_table(TABLE_BUILDERS[name](df, launches), df, out_dir, code_commit)
+    ]

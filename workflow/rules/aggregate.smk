@@ -2,8 +2,9 @@
 # RESULTS_DIR. These run on the submitting machine: quick, no GPU. The summary
 # reads every result under RESULTS_DIR/raw (this study's cells and any earlier
 # results there), so GPUs measured in other runs sit side by side. Each rule
-# reads exactly its inputs: tables and status read summary.csv; figures read
-# summary.csv and the cudagraph cells' capture details.
+# reads exactly its inputs: status reads summary.csv; tables read summary.csv
+# and the launch sequences of the cells that launch kernel by kernel (the queue
+# model's input); figures read those and the cudagraph cells' capture details.
 
 
 localrules:
@@ -28,7 +29,8 @@ rule summary:
 
 rule tables:
     input:
-        f"{RESULTS_DIR}/summary.csv",
+        summary=f"{RESULTS_DIR}/summary.csv",
+        launches=LAUNCH_FILES,
     output:
         [
             (
@@ -54,6 +56,7 @@ rule figures:
     input:
         summary=f"{RESULTS_DIR}/summary.csv",
         capture=CAPTURE_FILES,
+        launches=LAUNCH_FILES,
     output:
         [
             (

@@ -63,12 +63,14 @@ def _result_files():
     return study + [p for p in found if p not in known]
 
 
-# Every result file the summary reads, and those whose capture details figure 4
-# reads (cudagraph cells).
+# Every result file the summary reads; those whose capture details figure 4
+# reads (cudagraph cells); those whose launch sequences the queue model reads
+# (the other cells: kernels launched one by one).
 RESULT_FILES = _result_files()
 CAPTURE_FILES = [
     p for p in RESULT_FILES if cgb_cells.cell_from_path(p).mode == "cudagraph"
 ]
+LAUNCH_FILES = [p for p in RESULT_FILES if p not in set(CAPTURE_FILES)]
 
 
 # GPU type -> its Slurm settings as one JSON string, computed once.

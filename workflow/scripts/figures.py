@@ -1,5 +1,5 @@
-"""Snakemake script for rule `figures`: {results_dir}/summary.csv and the cudagraph cells'
-capture details -> {results_dir}/figures/*."""
+"""Snakemake script for rule `figures`: {results_dir}/summary.csv, the cudagraph cells' capture
+details and the other cells' launch sequences -> {results_dir}/figures/*."""
 
 import sys
 from pathlib import Path
@@ -16,10 +16,13 @@ df = agg.read_summary(snakemake.input.summary)  # noqa: F821
 records = agg.read_results(".", list(snakemake.input.capture))  # noqa: F821
 agg.check_records_match(records, df, snakemake.input.summary)  # noqa: F821
 capture = agg.parse_capture_details(records)
+launch_records = agg.read_results(".", list(snakemake.input.launches))  # noqa: F821
+agg.check_records_match(launch_records, df, snakemake.input.summary)  # noqa: F821
 write_figures(
     df,
     Path(snakemake.output[0]).parent,  # noqa: F821
     capture=capture,
+    launches=agg.parse_launch_details(launch_records),
     capture_sizes=snakemake.params.capture_sizes,  # noqa: F821
     code_commit=code_commit(),
 )

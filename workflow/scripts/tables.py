@@ -1,4 +1,5 @@
-"""Snakemake script for rule `tables`: {results_dir}/summary.csv -> {results_dir}/tables/*."""
+"""Snakemake script for rule `tables`: {results_dir}/summary.csv and the launch sequences of the
+cells that launch kernel by kernel -> {results_dir}/tables/*."""
 
 import sys
 from pathlib import Path
@@ -6,10 +7,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
 
+from cudagraph_bench import aggregate as agg  # noqa: E402
 from cudagraph_bench import tables  # noqa: E402
-from cudagraph_bench.aggregate import read_summary  # noqa: E402
 from cudagraph_bench.results import code_commit  # noqa: E402
 
-# summary.csv only: it holds every value exactly, with each cell's provenance and checksum.
-df = read_summary(snakemake.input[0])  # noqa: F821
-tables.write_tables(df, Path(snakemake.output[0]).parent, code_commit=code_commit())  # noqa: F821
+# summary.csv holds every value exactly, with each cell's provenance and checksum; the queue
+# model's launch sequences are in the result files' details: read those inputs, and refuse any
+# that is not the file the summary was built from.
+df = agg.read_summary(snakemake.input.summary)  # noqa: F821
+records = agg.read_results(".", list(snakemake.input.launches))  # noqa: F821
+agg.check_records_match(records, df, snakemake.input.summary)  # noqa: F821
+tables.write_tables(
+    df,
+    Path(snakemake.output[0]).parent,  # noqa: F821
+    code_commit=code_commit(),
+    launches=agg.parse_launch_details(records),
+)

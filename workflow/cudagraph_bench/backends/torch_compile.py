@@ -253,16 +253,18 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     details["host"] = host_record(device)  # right before the timing
     metrics.update(host_metrics(details["host"]))
 
+    host_ms: list[float] = []
+
     @torch.no_grad()
     def one_round() -> list[float]:
         n = warm + s["timed_steps"]
         positions = [torch.tensor([p], device=device) for p in decode_positions(input_len, n, args.max_seq_len)]
         for pos in positions[:warm]:
             step(tok, pos)
-        return [step_ms(lambda pos=pos: step(tok, pos), device) for pos in positions[warm:]]
+        return [step_ms(lambda pos=pos: step(tok, pos), device, host_ms) for pos in positions[warm:]]
 
     times, stab = timed_until_stable(one_round, adaptive=mode == "eager" and device.type == "cuda")
-    metrics.update(step_metrics(times, stab))
+    metrics.update(step_metrics(times, stab, host_ms))
     details["timing"] = stab
     prompt = torch.randint(0, args.vocab_size, (batch, input_len), device=device, generator=seeded_generator(device, s["seed"]))  # fmt: skip
     e2e = seconds_per_run(lambda: _generate(m, step, prompt, output_len), device, s["warmup_repeats"], s["repeats"])

@@ -200,12 +200,16 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
     details["host"] = host_record(device)
     metrics.update(host_metrics(details["host"]))
 
+    host_ms: list[float] = []
+
     def one_round():
-        return decode_step_times(step, model, batch, input_len, s["warmup_steps"], s["timed_steps"], device, s["seed"])
+        return decode_step_times(
+            step, model, batch, input_len, s["warmup_steps"], s["timed_steps"], device, s["seed"], host_ms
+        )
 
     # an eager cell on a GPU whose steps vary by more than 2% gets more rounds (host noise)
     times, stab = timed_until_stable(one_round, adaptive=pool is None and cuda)
-    metrics.update(step_metrics(times, stab))
+    metrics.update(step_metrics(times, stab, host_ms))
     details["timing"] = stab
     details["decode_context_len"] = mean_context(input_len, s["warmup_steps"], s["timed_steps"], args.max_seq_len)
 
@@ -410,7 +414,7 @@ def prefill_ms(model: Transformer, tokens: torch.Tensor) -> float:
 
 @torch.inference_mode()
 def decode_step_times(step, model: Transformer, batch: int, input_len: int, warmup: int, timed: int,
-                      device: torch.device, seed: int) -> list[float]:  # fmt: skip
+                      device: torch.device, seed: int, host_ms: list[float] | None = None) -> list[float]:  # fmt: skip
     """Milliseconds of each of `timed` decode steps (after `warmup`), one token per sequence.
 
     The host synchronises before each step, so every step starts on an idle GPU, as in a server
@@ -421,22 +425,30 @@ def decode_step_times(step, model: Transformer, batch: int, input_len: int, warm
     rows = torch.arange(batch, device=device)
     for i in range(warmup):
         step(tok, pos_all[i], rows)
-    return [step_ms(lambda i=i: step(tok, pos_all[i], rows), device) for i in range(warmup, warmup + timed)]
+    return [step_ms(lambda i=i: step(tok, pos_all[i], rows), device, host_ms) for i in range(warmup, warmup + timed)]
 
 
-def step_ms(fn, device: torch.device) -> float:
+def step_ms(fn, device: torch.device, host_ms: list[float] | None = None) -> float:
     """Milliseconds of one call of fn started on an idle device: CUDA events around it on a GPU,
-    the host clock on the CPU."""
+    the host clock on the CPU. host_ms: append the host's time to issue the call (fn's return
+    without waiting for the GPU: in an eager step that does not wait, its CPU enqueue time)."""
     sync_device(device)
     if device.type != "cuda":
         t0 = time.perf_counter()
         fn()
-        return (time.perf_counter() - t0) * 1e3
+        ms = (time.perf_counter() - t0) * 1e3
+        if host_ms is not None:
+            host_ms.append(ms)
+        return ms
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
+    t0 = time.perf_counter()
     fn()
+    t1 = time.perf_counter()
     end.record()
     end.synchronize()
+    if host_ms is not None:
+        host_ms.append((t1 - t0) * 1e3)
     return start.elapsed_time(end)
 
 
