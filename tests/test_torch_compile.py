@@ -32,6 +32,8 @@ def test_eager_latency_cell_on_the_cpu_names_units():
     assert m["decode_step_ms_p10"] <= m["decode_step_ms_median"] <= m["decode_step_ms_p90"]
     assert m["output_tokens_per_s"] == pytest.approx(2 * 3 / m["e2e_latency_s_mean"])
     assert len(out["details"]["e2e_latency_s"]) == 2
+    assert out["details"]["kv_cache_len"] == tc.cache_len_for(ModelArgs.from_preset(TINY), 4, 3, 2 + 5) == 32  # capped
+    assert m["step_host_ms_median"] > 0  # the host's time to issue each timed step
 
 
 def test_startup_eager_and_cuda_only_modes():
@@ -48,3 +50,10 @@ def test_kv_heads_repeat_as_repeat_interleave():
 
     k = torch.randn(2, 3, 5, 4)
     assert torch.equal(repeat_kv(k, 4), k.repeat_interleave(4, dim=1))
+
+
+def test_the_kv_cache_is_sized_to_the_request_as_gpt_fast_does():
+    args = ModelArgs.from_preset(TINY | {"max_seq_len": 1024})
+    assert tc.cache_len_for(args, 256, 64, 60) == 384  # 256 + 64 + 1 -> a multiple of 128
+    assert tc.cache_len_for(args, 256, 64, 200) == 512  # the timed steps need more than the output
+    assert tc.cache_len_for(args, 1000, 64, 60) == 1024  # never past max_seq_len

@@ -122,13 +122,15 @@ class Llama(nn.Module):
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
         self.register_buffer("causal_mask", torch.empty(0, dtype=torch.bool), persistent=False)
 
-    def setup_caches(self, batch: int) -> None:
+    def setup_caches(self, batch: int, cache_len: int | None = None) -> None:
+        """KV cache of cache_len positions (default: the model's max_seq_len); attention reads all of them."""
         a, dev = self.args, self.output.weight.device
+        n = cache_len or a.max_seq_len
         for layer in self.layers:
-            layer.attention.kv_cache = KVCache(batch, a.max_seq_len, a.n_kv_heads, a.head_dim, a.torch_dtype).to(dev)
-        cos, sin = rope_tables(a.max_seq_len, a.head_dim, a.rope_theta, a.rope_scaling)
+            layer.attention.kv_cache = KVCache(batch, n, a.n_kv_heads, a.head_dim, a.torch_dtype).to(dev)
+        cos, sin = rope_tables(n, a.head_dim, a.rope_theta, a.rope_scaling)
         self.rope_cos, self.rope_sin = cos.to(dev), sin.to(dev)
-        self.causal_mask = torch.tril(torch.ones(a.max_seq_len, a.max_seq_len, dtype=torch.bool, device=dev))
+        self.causal_mask = torch.tril(torch.ones(n, n, dtype=torch.bool, device=dev))
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         """tokens [B, T] at positions input_pos [T] -> logits [B, T, V] (float32)."""
@@ -154,7 +156,16 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
 
 
-def build(args: ModelArgs, device: torch.device, batch: int, seed: int) -> Llama:
+def cache_len_for(args: ModelArgs, input_len: int, output_len: int, steps: int) -> int:
+    """The KV positions a cell needs, as gpt-fast sizes its cache to the request (prompt + new
+    tokens; here also the timed steps), rounded up to 128 and at most max_seq_len. The peer's
+    attention reads its whole cache window (and copies it per query-head group), so a window of
+    max_seq_len positions would charge it for positions no request uses."""
+    need = input_len + max(output_len, steps) + 1
+    return min(args.max_seq_len, -(-need // 128) * 128)
+
+
+def build(args: ModelArgs, device: torch.device, batch: int, seed: int, cache_len: int | None = None) -> Llama:
     """The model on `device` with random weights (std 1/sqrt(fan_in); embeddings N(0, 1)) and caches."""
     if args.checkpoint:
         raise Unsupported("the torch_compile peer runs random weights only; models.*.checkpoint is set")
@@ -170,7 +181,7 @@ def build(args: ModelArgs, device: torch.device, batch: int, seed: int) -> Llama
                 p.normal_(0.0, 1.0, generator=gen)
             else:
                 p.normal_(0.0, 1.0 / math.sqrt(p.shape[1]), generator=gen)
-    model.setup_caches(batch)
+    model.setup_caches(batch, cache_len)
     return model.eval().requires_grad_(False)
 
 
@@ -222,17 +233,19 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     args = ModelArgs.from_preset(model)
     s = settings
     batch = 1 if kind == "startup" else int(batch_size)
+    input_len = int(workload.get("input_len", 1))
+    cache_len = cache_len_for(args, input_len, int(workload.get("output_len", 1)), s["warmup_steps"] + s["timed_steps"])
     sync_device(device)
     t0 = time.perf_counter()
-    m = build(args, device, batch, s["seed"])
+    m = build(args, device, batch, s["seed"], cache_len)
     sync_device(device)
     metrics: dict = {"weight_init_s": time.perf_counter() - t0}
-    details: dict = {"torch": torch.__version__, "compile": _COMPILE.get(mode), "batch_size": batch}
+    details: dict = {"torch": torch.__version__, "compile": _COMPILE.get(mode), "batch_size": batch,
+                     "kv_cache_len": cache_len}  # fmt: skip
     step = step_fn(m, mode)
     tok = torch.randint(
         0, args.vocab_size, (batch, 1), device=device, generator=seeded_generator(device, s["seed"] + 1)
     )
-    input_len = int(workload.get("input_len", 1))
     # first calls: compilation (and, for reduce-overhead, the warm-up runs and the graph recording)
     t1 = time.perf_counter()
     firsts = []
@@ -258,7 +271,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     @torch.no_grad()
     def one_round() -> list[float]:
         n = warm + s["timed_steps"]
-        positions = [torch.tensor([p], device=device) for p in decode_positions(input_len, n, args.max_seq_len)]
+        positions = [torch.tensor([p], device=device) for p in decode_positions(input_len, n, cache_len)]
         for pos in positions[:warm]:
             step(tok, pos)
         return [step_ms(lambda pos=pos: step(tok, pos), device, host_ms) for pos in positions[warm:]]
@@ -271,7 +284,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     metrics.update(e2e_metrics(e2e, batch, output_len))
     details["e2e_latency_s"] = e2e
     if device.type == "cuda":
-        ctx = mean_context(input_len, warm, s["timed_steps"], args.max_seq_len)
+        ctx = mean_context(input_len, warm, s["timed_steps"], cache_len)
         metrics.update(floor_metrics(args, batch, ctx, metrics["decode_step_ms_median"], device))
         details["device_name"] = torch.cuda.get_device_name(device)
         # the mechanism, after all timing (the profiler can slow later launches)
