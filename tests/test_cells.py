@@ -18,14 +18,15 @@ def config():
 
 def test_default_study_cell_count(config):
     # graph_pool: (latency 4 bs + latency_long 1 + startup 1) x 2 modes + check + capture_study = 14 per GPU
-    # vllm:       (4 + 1 + 1 + serving 2) x 3 modes                                             = 24 per GPU
+    # vllm:       (4 + 1 + 1 + serving 2) x 5 modes                                             = 40 per GPU
     # torch_compile: (4 + 1 + 1) x 3 modes                                                      = 18 per GPU
-    assert len(list(iter_cells(config))) == 4 * (14 + 24 + 18)
+    assert len(list(iter_cells(config))) == 4 * (14 + 40 + 18)
 
 
 def test_backends_only_get_what_they_can_do(config):
     all_cells = list(iter_cells(config))
     assert not [c for c in all_cells if c.backend == "graph_pool" and c.mode == "compile_nograph"]
+    assert {c.backend for c in all_cells if c.mode in ("piecewise", "full_decode_only")} == {"vllm"}
     assert not [c for c in all_cells if c.backend == "graph_pool" and c.workload.startswith("serving")]
     assert {c.batch_size for c in all_cells if c.workload == "latency"} == {1, 4, 16, 64}
     assert {c.batch_size for c in all_cells if c.workload == "latency_long"} == {1}
@@ -109,3 +110,12 @@ def test_slurm_settings_follow_the_gpu_type(config):
     assert res["gres"] == "gpu:H200:1"
     assert res["qos"] == "inferno"
     assert res["time_min"] == 60 and res["mem_gb"] == 64
+
+
+def test_every_list_of_modes_is_cells_modes():
+    root = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+    config_schema = yaml.safe_load((root / "config.schema.yaml").read_text())
+    result_schema = yaml.safe_load((root / "result.schema.yaml").read_text())
+    assert config_schema["properties"]["study"]["properties"]["modes"]["items"]["enum"] == list(cells.MODES)
+    assert result_schema["properties"]["cell"]["properties"]["mode"]["enum"] == list(cells.MODES)
+    assert {m for modes in cells.BACKEND_MODES.values() for m in modes} == set(cells.MODES)

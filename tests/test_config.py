@@ -76,7 +76,7 @@ def test_cross_references_are_checked(config, mutate, expect):
     "mutate, line",
     [
         (lambda c: c.__setitem__("studdy", {}), "studdy: unknown key (allowed: gpu_types, graph_pool,"),
-        (lambda c: c["study"].__setitem__("modes", ["eager", "graphs"]), "study.modes[1]: 'graphs' is not allowed (allowed: eager, cudagraph, compile_nograph)"),
+        (lambda c: c["study"].__setitem__("modes", ["eager", "graphs"]), "study.modes[1]: 'graphs' is not allowed (allowed: eager, cudagraph, compile_nograph, piecewise, full_decode_only)"),
         (lambda c: c["gpu_types"]["h200"].__setitem__("time_min", 0), "gpu_types.h200.time_min: 0 is less than the minimum of 1"),
         (lambda c: c["study"].pop("model"), "study: missing key model"),
     ],

@@ -286,7 +286,7 @@ def test_summary_verb(study, tmp_path, capsys):
     capsys.readouterr()
     assert main(["summary", "--results", str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
-    assert "summary.csv" in out and "4 of 4 built" in out and "7 of 7 built" in out
+    assert "summary.csv" in out and "5 of 5 built" in out and "8 of 8 built" in out
 
 
 def test_launch_cost_figure_runs_the_queue_at_every_host_cost(drawn):

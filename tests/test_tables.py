@@ -249,3 +249,28 @@ def test_the_timed_steps_host_time_comes_before_the_separate_enqueue_loop(tmp_pa
     (row,) = T.launch_model(df, launches=agg.parse_launch_details(records)).to_dict("records")
     assert row["basis"] == Q.BASIS_STEP_HOST and row["cpu_enqueue_ms"] == pytest.approx(3.0)
     assert row["eager_pred_ms"] == pytest.approx(0.03 + 4.0) and row["regime"] == "GPU-bound"
+
+
+def test_vllm_modes_table_names_the_mode_vllm_ran(tmp_path):
+    ran = {
+        "cudagraph": {"asked": "FULL_AND_PIECEWISE", "ran": "FULL_AND_PIECEWISE", "downgraded": False},
+        "full_decode_only": {"asked": "FULL_DECODE_ONLY", "ran": "PIECEWISE", "downgraded": True},
+    }
+    for mode, secs in (("eager", 1.2), ("cudagraph", 0.33), ("full_decode_only", 0.4)):
+        for bs in (1, 4):
+            details = {"graph_mode": ran[mode]} if mode in ran else {}
+            m = {"e2e_latency_s_mean": secs * bs}
+            write(tmp_path, Cell("h200", "vllm", "latency", mode, bs), "ok", m, details=details)
+    df = agg.aggregate(tmp_path)[1]
+    assert (
+        df.loc[df["mode"] == "full_decode_only", "graph_mode_ran"].tolist()
+        == ["PIECEWISE (asked FULL_DECODE_ONLY)"] * 2
+    )
+    rows = {r["Mode"]: r for r in rows_of(T.vllm_modes_table(df))}
+    assert (
+        rows["Eager"]["Graph mode vLLM ran"] == "none"
+        and rows["CUDA graph"]["Graph mode vLLM ran"] == "FULL_AND_PIECEWISE"
+    )
+    assert rows["Full graphs, decode only"]["Graph mode vLLM ran"] == "PIECEWISE (asked FULL_DECODE_ONLY)"
+    assert rows["Full graphs, decode only"]["Latency bs=4 (s)"] == T.fmt(1.6)
+    assert rows["Eager"]["Start-up (s)"] == "missing"  # no startup cell written

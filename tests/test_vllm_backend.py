@@ -53,6 +53,8 @@ def flag_value(cmd: list[str], flag: str) -> str:
         ("eager", ["--enforce-eager"], ["--compilation-config"]),
         ("cudagraph", [], ["--enforce-eager", "--compilation-config"]),
         ("compile_nograph", ["--compilation-config"], ["--enforce-eager"]),
+        ("piecewise", ["--compilation-config"], ["--enforce-eager"]),
+        ("full_decode_only", ["--compilation-config"], ["--enforce-eager"]),
     ],
 )
 def test_latency_command_per_mode(mode, present, absent):
@@ -74,6 +76,8 @@ def test_latency_command_per_mode(mode, present, absent):
         assert f not in cmd
     if mode == "compile_nograph":
         assert json.loads(flag_value(cmd, "--compilation-config")) == {"cudagraph_mode": "NONE"}
+    if mode in ("piecewise", "full_decode_only"):
+        assert json.loads(flag_value(cmd, "--compilation-config")) == {"cudagraph_mode": mode.upper()}
     assert "--skip-tokenizer-init" not in cmd
 
 
@@ -519,7 +523,10 @@ def test_measure_startup_each_mode(fake, model_dir):
         res = vllm.measure("startup", mode, None, model(model_dir), {}, fake, io.StringIO())
         m = res["metrics"]
         assert m["startup_s"] > 0 and m["model_load_s"] > 0 and m["kv_cache_tokens"] > 0
-        assert ("graph_memory_gib" in m) == (mode == "cudagraph")
+        assert ("graph_memory_gib" in m) == (mode in vllm.GRAPH_MODES)
+        g = res["details"]["graph_mode"]
+        assert g["asked"] == vllm.GRAPH_MODES.get(mode, "NONE") and not g["downgraded"], (mode, g)
+        assert g["ran"] == g["asked"] if mode in vllm.GRAPH_MODES else g["captured"] == []
         assert ("compile_s" in m) == (mode != "eager")
         assert res["details"]["compile_cache_root"].startswith("fresh")
 
@@ -594,3 +601,23 @@ def test_measure_rejects_malformed_cells(fake, model_dir):
         vllm.measure("throughput", "eager", 1, model(model_dir), {}, fake, None)
     with pytest.raises(ValueError, match="needs a batch size"):
         vllm.measure("latency", "eager", None, model(model_dir), {"input_len": 1, "output_len": 1}, fake, None)
+
+
+def test_parse_graph_facts_of_the_recorded_default_log():
+    g = vllm_parse.parse_graph_facts(read("log_v0_26_cudagraph.log"))
+    assert g["configured"] == "FULL_AND_PIECEWISE" and g["captured"] == ["FULL", "PIECEWISE"]
+    assert g["capture_sizes"][:4] == [1, 2, 4, 8] and g["capture_sizes"][-1] == 512
+    eager = vllm_parse.parse_graph_facts(read("log_v0_26_eager.log"))
+    assert eager["captured"] == [] and any("Enforce eager" in w for w in eager["warnings"])
+
+
+def test_a_downgraded_graph_mode_is_written_down(fake, model_dir, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM", "downgrade")  # asked for full graphs, vLLM captured piecewise ones
+    res = vllm.measure("startup", "full_decode_only", None, model(model_dir), {}, fake, io.StringIO())
+    g = res["details"]["graph_mode"]
+    assert (g["asked"], g["configured"], g["ran"], g["downgraded"]) == (
+        "FULL_DECODE_ONLY",
+        "FULL_DECODE_ONLY",
+        "PIECEWISE",
+        True,
+    )

@@ -26,6 +26,8 @@ from .results import SCHEMA_PATH, STATUSES, ResultFileError, load_result, write_
 # model: spec.model.name of the file (every row names the model it measured).
 ID_COLUMNS = ["gpu", "model", "backend", "workload", "kind", "mode", "batch_size"]
 STATE_COLUMNS = ["status", "reason"]
+# The CUDA-graph mode a vLLM cell ran (details.graph_mode.ran), "X (asked Y)" where vLLM downgraded Y.
+GRAPH_MODE_COLUMNS = ["graph_mode_ran"]
 # The workload's shape, from the spec the job measured with.
 SHAPE_COLUMNS = ["input_len", "output_len", "num_prompts", "request_rate"]
 # source: "pipeline" (measured by a cell job) or "imported" (converted, numbers unchanged, from an
@@ -48,12 +50,15 @@ PROVENANCE_COLUMNS = [
     "job_wall_s",
 ]
 FILE_COLUMNS = ["path", "sha256"]
-RESERVED = frozenset(ID_COLUMNS + STATE_COLUMNS + SHAPE_COLUMNS + PROVENANCE_COLUMNS + FILE_COLUMNS)
+RESERVED = frozenset(
+    ID_COLUMNS + STATE_COLUMNS + GRAPH_MODE_COLUMNS + SHAPE_COLUMNS + PROVENANCE_COLUMNS + FILE_COLUMNS
+)
 SORT_KEYS = ["gpu", "backend", "workload", "mode", "batch_size"]
 KINDS = ("latency", "startup", "serving", "check", "capture_study")
 # Text columns (object dtype, None where absent) and the rest's dtypes, for read_summary.
 TEXT_COLUMNS = frozenset(
     ["gpu", "model", "backend", "workload", "kind", "mode", "status", "reason"]
+    + GRAPH_MODE_COLUMNS
     + [c for c in PROVENANCE_COLUMNS if c not in ("git_dirty", "job_wall_s")]
     + FILE_COLUMNS
 )
@@ -213,6 +218,19 @@ def _source(path: str, details) -> tuple[str, str | None]:
     return "imported", imported
 
 
+def _graph_mode_ran(path: str, details) -> str | None:
+    """details.graph_mode of a vLLM cell as one text: the mode it ran, with the one asked for where
+    vLLM downgraded it; None where the cell records none."""
+    g = details.get("graph_mode") if isinstance(details, dict) else None
+    if g is None:
+        return None
+    if not isinstance(g, dict) or not isinstance(g.get("asked"), str) or not isinstance(g.get("ran"), str | None):
+        raise _fail(path, "details/graph_mode", g)
+    if g["ran"] is None:
+        return None
+    return f"{g['ran']} (asked {g['asked']})" if g.get("downgraded") else g["ran"]
+
+
 def _shape(path: str, spec: dict) -> dict:
     """The workload's shape from the spec; "inf" is how JSON spells an infinite request rate."""
     workload = spec.get("workload", {}) if isinstance(spec, dict) else None
@@ -279,6 +297,7 @@ def _row(record: dict) -> dict:
     if not isinstance(packages, dict):
         raise _fail(path, "provenance/packages", packages)
     row["source"], row["imported_from"] = _source(path, res.get("details"))
+    row["graph_mode_ran"] = _graph_mode_ran(path, res.get("details"))
     for key in ("host", "cpu_model", "gpu_name", "driver", "git_commit", "config_hash", "slurm_job_id", "finished_utc"):
         row[key] = _text_or_none(path, f"provenance/{key}", prov.get(key))
     row["job_wall_s"] = job_wall_s(prov)
@@ -296,7 +315,7 @@ def _row(record: dict) -> dict:
 def parse_results(records: list[dict]) -> pd.DataFrame:
     """Records (as `read_results` returns them) -> the tidy table, one row per cell.
 
-    Columns: ID_COLUMNS (model: spec.model.name), status, reason, every metric
+    Columns: ID_COLUMNS (model: spec.model.name), status, reason, graph_mode_ran, every metric
     (sorted by name, float, NaN where a cell does not report it), SHAPE_COLUMNS,
     PROVENANCE_COLUMNS (source: pipeline / imported), path, sha256. Rows sorted by gpu, backend, workload, mode, batch size.
     Raises AggregationError naming the file and the repr() of any unexpected
@@ -310,7 +329,15 @@ def parse_results(records: list[dict]) -> pd.DataFrame:
             raise AggregationError(f"{row['path']}: holds the same cell as {seen[key]}")
         seen[key] = row["path"]
     metric_names = sorted({k for row in rows for k in row} - RESERVED)
-    columns = ID_COLUMNS + STATE_COLUMNS + metric_names + SHAPE_COLUMNS + PROVENANCE_COLUMNS + FILE_COLUMNS
+    columns = (
+        ID_COLUMNS
+        + STATE_COLUMNS
+        + GRAPH_MODE_COLUMNS
+        + metric_names
+        + SHAPE_COLUMNS
+        + PROVENANCE_COLUMNS
+        + FILE_COLUMNS
+    )
     df = pd.DataFrame.from_records(rows, columns=columns)
     df["batch_size"] = df["batch_size"].astype("Int64")
     for name in metric_names + SHAPE_COLUMNS:
@@ -646,7 +673,7 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
         header = pd.read_csv(path, nrows=0).columns.tolist()
     except (OSError, ValueError) as e:
         raise AggregationError(f"{path}: not a readable summary table ({e})") from e
-    missing = [c for c in ID_COLUMNS + STATE_COLUMNS + SHAPE_COLUMNS + PROVENANCE_COLUMNS + FILE_COLUMNS
+    missing = [c for c in ID_COLUMNS + STATE_COLUMNS + GRAPH_MODE_COLUMNS + SHAPE_COLUMNS + PROVENANCE_COLUMNS + FILE_COLUMNS
                if c not in header]  # fmt: skip
     if missing:
         raise AggregationError(f"{path}: not a summary table of this version (no column {', '.join(missing)})")

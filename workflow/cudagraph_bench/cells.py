@@ -38,9 +38,11 @@ KIND_MODES = {
     "check": ("cudagraph",),
     "capture_study": ("cudagraph",),
 }
+# Every cell mode, in the order tables show them; the config and result schemas list the same.
+MODES = ("eager", "cudagraph", "compile_nograph", "piecewise", "full_decode_only")
 BACKEND_MODES = {
     "graph_pool": ("eager", "cudagraph"),
-    "vllm": ("eager", "cudagraph", "compile_nograph"),
+    "vllm": ("eager", "cudagraph", "compile_nograph", "piecewise", "full_decode_only"),
     "torch_compile": ("eager", "cudagraph", "compile_nograph"),
 }
 

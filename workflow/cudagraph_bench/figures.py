@@ -68,6 +68,8 @@ MODE_COLORS = {
     "eager": OKABE_ITO["vermillion"],
     "cudagraph": OKABE_ITO["blue"],
     "compile_nograph": OKABE_ITO["bluish_green"],
+    "piecewise": OKABE_ITO["sky_blue"],
+    "full_decode_only": OKABE_ITO["reddish_purple"],
 }
 SERIES_COLORS = [OKABE_ITO[k] for k in ("blue", "vermillion", "bluish_green", "reddish_purple", "orange", "sky_blue")]
 BACKEND_MARKERS = {"graph_pool": "o", "vllm": "s", "torch_compile": "D"}
@@ -703,6 +705,50 @@ def fig7_launch_cost(df: pd.DataFrame, lookup: Lookup, launches: pd.DataFrame | 
     return fig
 
 
+def fig8_vllm_modes(df: pd.DataFrame, lookup: Lookup) -> Figure:
+    """vLLM's end-to-end latency per mode against batch size, one panel per GPU; the legend names
+    the graph mode vLLM ran and each mode's capture time and graph memory at start-up."""
+    vl = df[df["backend"] == T.VLLM]
+    sweep = T.sweep_workload(vl) if not vl.empty else None
+    gpus = sorted(vl["gpu"].unique(), key=T.gpu_sort_key) if sweep else []
+    fig, axes = new_figure(max(5.5, 3.0 * max(len(gpus), 1)), 3.6, ncols=max(len(gpus), 1))
+    if not gpus:
+        empty_note(axes[0], "no vLLM latency cells")
+    handles = {}
+    for ax, gpu in zip(axes, gpus, strict=False):
+        sel = vl[(vl["gpu"] == gpu) & (vl["workload"] == sweep)]
+        sizes = sorted(int(b) for b in sel["batch_size"].dropna().unique())
+        startup = next(iter(T.workloads_of_kind(vl[vl["gpu"] == gpu], "startup")), None)
+        for mode in T.modes_of(vl[vl["gpu"] == gpu], gpu, T.VLLM):
+            xs, ys = [], []
+            for bs in sizes:
+                v = lookup.value((gpu, T.VLLM, sweep, mode, bs), "e2e_latency_s_mean")
+                if isinstance(v, str):
+                    if v != T.NOT_APPLICABLE:
+                        gap_mark(ax, bs, v, MODE_COLORS.get(mode, GAP_COLOR))
+                    continue
+                xs.append(bs)
+                ys.append(v)
+            color = MODE_COLORS.get(mode, GAP_COLOR)
+            ax.plot(xs, ys, color=color, marker="s", ms=4, lw=1.2)
+            label = T.MODE_LABELS.get(mode, mode)
+            if startup is not None:
+                cap = lookup.value((gpu, T.VLLM, startup, mode, None), "capture_s")
+                mem = lookup.value((gpu, T.VLLM, startup, mode, None), "graph_memory_mb")
+                if not isinstance(cap, str):
+                    label += f" (capture {T.fmt(cap)} s, {T.fmt(mem)} MB on {gpu})"
+            handles.setdefault(label, Line2D([], [], color=color, marker="s", ms=4, lw=1.2, label=label))
+        if sizes:
+            _log2_batch_axis(ax, sizes)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("End-to-end latency (s)")
+        ax.set_title(f"{gpu}\n{group_origin(vl, gpu, T.VLLM)}", fontsize=8)
+    if handles:
+        fig.legend(handles=list(handles.values()), loc="outside lower center", ncols=1)
+    fig.suptitle(f"vLLM: what each mode buys ({sweep or 'no sweep'})", fontsize=9)
+    return fig
+
+
 def build_figures(
     df: pd.DataFrame,
     *,
@@ -719,6 +765,7 @@ def build_figures(
         "fig5_padding": lambda lk: fig5_padding(df, lk, capture_sizes),
         "fig6_roofline": lambda lk: fig6_roofline(df, lk),
         "fig7_launch_cost": lambda lk: fig7_launch_cost(df, lk, launches),
+        "fig8_vllm_modes": lambda lk: fig8_vllm_modes(df, lk),
     }
     out = {}
     with matplotlib.rc_context(STYLE):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-TABLE_NAMES = ("headline", "metrics", "launch_model", "launch_kinds")
+TABLE_NAMES = ("headline", "metrics", "launch_model", "launch_kinds", "vllm_modes")
 TABLE_FORMATS = ("csv", "md", "tex", "json")
 FIGURE_NAMES = (
     "fig1_latency_throughput",
@@ -19,6 +19,7 @@ FIGURE_NAMES = (
     "fig5_padding",
     "fig6_roofline",
     "fig7_launch_cost",
+    "fig8_vllm_modes",
 )
 FIGURE_FORMATS = ("pdf", "png", "json")
 

@@ -40,13 +40,19 @@ from .aggregate import (
     source_of,
     write_atomic,
 )
-from .cells import BACKEND_KINDS
+from .cells import BACKEND_KINDS, MODES
 from .outputs import TABLE_FORMATS, TABLE_NAMES, table_outputs  # noqa: F401 - table_outputs re-exported
 
 SIG = 3  # significant figures of every number in every table
 DERIVED_GAP = "—"  # a ratio or prediction whose input is a gap
-MODE_ORDER = ("eager", "cudagraph", "compile_nograph")
-MODE_LABELS = {"eager": "Eager", "cudagraph": "CUDA graph", "compile_nograph": "Compile, no graph"}
+MODE_ORDER = MODES
+MODE_LABELS = {
+    "eager": "Eager",
+    "cudagraph": "CUDA graph",
+    "compile_nograph": "Compile, no graph",
+    "piecewise": "Piecewise graphs",
+    "full_decode_only": "Full graphs, decode only",
+}
 # The published study's table: the H200, bs=1 latency of workload `latency` (256 prompt + 64
 # output tokens; 0.37 s = 64 tokens at 171.6 tok/s), eager vs graphs.
 HEADLINE_GPU = "h200"
@@ -549,11 +555,68 @@ def kinds_table(df: pd.DataFrame, launches: pd.DataFrame | None = None) -> Table
     return Table("launch_kinds", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
 
 
+VLLM = "vllm"
+
+
+def vllm_modes_table(df: pd.DataFrame) -> Table:
+    """vLLM's modes side by side, per GPU: the CUDA-graph mode each ran, bs-sweep latency, start-up,
+    graph capture time and memory, serving throughput."""
+    lookup = Lookup(df)
+    sweep = sweep_workload(df[df["backend"] == VLLM]) if (df["backend"] == VLLM).any() else None
+    sizes = (
+        sorted(
+            int(b) for b in df.loc[(df["backend"] == VLLM) & (df["workload"] == sweep), "batch_size"].dropna().unique()
+        )
+        if sweep
+        else []
+    )
+    startups = workloads_of_kind(df[df["backend"] == VLLM], "startup")
+    serving = workloads_of_kind(df[df["backend"] == VLLM], "serving")
+    columns = ["GPU", "Model", "Source", "Mode", "Graph mode vLLM ran"]
+    columns += [f"Latency bs={b} (s)" for b in sizes]
+    columns += ["Start-up (s)", "Graph capture (s)", "Graph memory (MB)"]
+    columns += [f"Serving {serving_label(df, w)} (tok/s)" for w in serving]
+    rows = []
+    for gpu, backend in gpu_backends(df):
+        if backend != VLLM:
+            continue
+        for mode in modes_of(df, gpu, backend):
+            lookup.begin()
+            keys = [(gpu, backend, sweep, mode, b) for b in sizes] + [(gpu, backend, w, mode, None) for w in startups]
+            ran = sorted(
+                {r["graph_mode_ran"] for k in keys if (r := lookup.row(k)) and isinstance(r.get("graph_mode_ran"), str)}
+            )
+            values = [", ".join(ran) or ("none" if mode in ("eager", "compile_nograph") else "not recorded")]
+            values += [fmt(lookup.value((gpu, backend, sweep, mode, b), "e2e_latency_s_mean")) for b in sizes]
+            st = (gpu, backend, startups[0], mode, None) if startups else None
+            for metric in ("startup_s", "capture_s", "graph_memory_mb"):
+                v = lookup.value(st, metric) if st else MISSING
+                values.append(
+                    NOT_APPLICABLE if v == NOT_APPLICABLE and mode in ("eager", "compile_nograph") else fmt(v)
+                )
+            values += [fmt(lookup.value((gpu, backend, w, mode, None), "serving_output_tok_per_s")) for w in serving]
+            model, source = row_origin(lookup, df, gpu, backend)
+            rows.append((gpu, model, source, MODE_LABELS.get(mode, mode), *values))
+    notes = (
+        f"Latency: mean end-to-end latency of one batch of workload {sweep or '(none)'} (vllm bench latency). "
+        f"Start-up, graph capture and memory: the {', '.join(startups) or 'start-up'} cell (vllm serve, cold "
+        "compile cache). Serving: output tokens/s of vllm bench serve.",
+        "Graph mode vLLM ran: from the kinds of graph its log reports capturing (FULL, PIECEWISE); "
+        "'X (asked Y)' where vLLM downgraded the mode the cell asked for; 'not recorded' for cells measured "
+        "before the pipeline recorded it. Eager = --enforce-eager (no compile, no graphs); compile, no graph "
+        "= cudagraph_mode NONE; CUDA graph = vLLM's default, FULL_AND_PIECEWISE.",
+    )
+    notes += _source_notes(rows)
+    numeric = (False,) * 5 + (True,) * (len(columns) - 5)
+    return Table("vllm_modes", tuple(columns), tuple(rows), numeric, notes, frozenset(lookup.used))
+
+
 TABLE_BUILDERS = {
     "headline": lambda df, launches: headline_table(df),
     "metrics": lambda df, launches: metrics_table(df),
     "launch_model": model_table,
     "launch_kinds": kinds_table,
+    "vllm_modes": lambda df, launches: vllm_modes_table(df),
 }
 
 

@@ -33,18 +33,36 @@ def opt(name, default=None):
     return argv[argv.index(name) + 1] if name in argv else default
 
 
+GRAPH_MODES = {"FULL_AND_PIECEWISE": "cudagraph", "PIECEWISE": "piecewise", "FULL_DECODE_ONLY": "full_decode_only"}
+# What each graph mode's log leaves out of the recorded default (FULL_AND_PIECEWISE) log.
+DROPPED_CAPTURES = {"piecewise": "(FULL)", "full_decode_only": "(PIECEWISE)"}
+
+
 def mode():
     if "--enforce-eager" in argv:
         return "eager"
-    if "--compilation-config" in argv and "NONE" in opt("--compilation-config"):
-        return "compile_nograph"
+    if "--compilation-config" in argv:
+        asked = json.loads(opt("--compilation-config")).get("cudagraph_mode")
+        if asked == "NONE":
+            return "compile_nograph"
+        return GRAPH_MODES[asked]
     return "cudagraph"
 
 
 def print_log(m):
-    for line in (HERE / f"log_v0_26_{m}.log").read_text().splitlines():
-        if not line.startswith("#") and "Uvicorn" not in line:
-            print(line, flush=True)
+    """The recorded log of the mode; the other graph modes: the default's, with the configured mode
+    and the captures of that mode (FAKE_VLLM=downgrade: vLLM fell back to piecewise graphs)."""
+    name = m if m in ("eager", "compile_nograph", "cudagraph") else "cudagraph"
+    for line in (HERE / f"log_v0_26_{name}.log").read_text().splitlines():
+        if line.startswith("#") or "Uvicorn" in line:
+            continue
+        if m in DROPPED_CAPTURES:
+            asked = next(k for k, v in GRAPH_MODES.items() if v == m)
+            line = line.replace("CUDAGraphMode.FULL_AND_PIECEWISE: (2, 1)", f"CUDAGraphMode.{asked}: (0, 0)")
+            dropped = "(FULL)" if FAIL == "downgrade" else DROPPED_CAPTURES[m]
+            if dropped in line:
+                continue
+        print(line, flush=True)
 
 
 if argv[:1] == ["--version"]:

@@ -11,6 +11,14 @@ mode 'eager'            --enforce-eager (in vLLM >= 0.11 this also turns
 mode 'cudagraph'        vLLM's default: torch.compile and CUDA graphs
 mode 'compile_nograph'  torch.compile on, CUDA graphs off: isolates what the
                         graphs alone buy
+mode 'piecewise'        graphs of the pieces between attention calls (attention
+                        itself eager): cudagraph_mode PIECEWISE
+mode 'full_decode_only' one graph of the whole step, decode batches only:
+                        cudagraph_mode FULL_DECODE_ONLY
+('cudagraph' is vLLM's default, FULL_AND_PIECEWISE: full graphs for decode
+batches, piecewise ones for mixed batches.) vLLM downgrades a graph mode the
+attention backend cannot run; each graph cell records the mode vLLM ran, read
+from the captures its log reports (details.graph_mode).
 
 Command lines are built by pure functions (`latency_command`, `serve_command`,
 `bench_serve_command`); parsing lives in vllm_parse.py and child-process
@@ -35,10 +43,13 @@ from importlib import resources
 from pathlib import Path
 
 from cudagraph_bench.backends import vllm_parse, vllm_server
+from cudagraph_bench.cells import BACKEND_MODES
 from cudagraph_bench.errors import MeasurementError, Unsupported
 
 KINDS = ("latency", "startup", "serving")
-MODES = ("eager", "cudagraph", "compile_nograph")
+MODES = BACKEND_MODES["vllm"]
+# The vLLM cudagraph_mode each graph cell mode asks for ("cudagraph": the default, no flag).
+GRAPH_MODES = {"cudagraph": "FULL_AND_PIECEWISE", "piecewise": "PIECEWISE", "full_decode_only": "FULL_DECODE_ONLY"}
 
 # Spelling of "compile on, graphs off". vLLM 0.26.0 also accepts the dotted
 # `-cc.cudagraph_mode=NONE` (its own --enforce-eager warning spells it so), but
@@ -74,9 +85,11 @@ def mode_args(mode: str) -> list[str]:
     if mode == "eager":
         return ["--enforce-eager"]
     if mode == "cudagraph":
-        return []
+        return []  # vLLM's default graph mode, as the published study ran it
     if mode == "compile_nograph":
         return list(COMPILE_NOGRAPH_ARGS)
+    if mode in GRAPH_MODES:
+        return ["--compilation-config", json.dumps({"cudagraph_mode": GRAPH_MODES[mode]})]
     raise ValueError(f"unknown vLLM mode {mode!r}; expected one of {MODES}")
 
 
@@ -359,12 +372,24 @@ def _startup_facts(text: str, required: bool) -> tuple[dict, dict]:
 def _check_mode_facts(mode: str, metrics: dict) -> None:
     # Guards against a flag that a vLLM release silently ignores: the mode must
     # show in the log, or its numbers would be mislabelled.
-    if mode == "cudagraph" and "capture_s" not in metrics:
-        raise MeasurementError("mode 'cudagraph' but the vLLM log has no 'Graph capturing finished' line")
+    if mode in GRAPH_MODES and "capture_s" not in metrics:
+        raise MeasurementError(f"mode {mode!r} but the vLLM log has no 'Graph capturing finished' line")
     if mode in ("eager", "compile_nograph") and "capture_s" in metrics:
         raise MeasurementError(f"mode {mode!r} but the vLLM log reports a CUDA graph capture")
     if mode == "compile_nograph" and "compile_s" not in metrics:
         raise MeasurementError("mode 'compile_nograph' but the vLLM log has no 'torch.compile took' line")
+
+
+def graph_mode_record(mode: str, text: str) -> dict:
+    """details.graph_mode of a cell: the cudagraph_mode its mode asks for, the one vLLM's config
+    line shows, the kinds of graph it captured, the mode those captures amount to ("ran"), and
+    whether that is not the mode asked for ("downgraded", with vLLM's warnings about it)."""
+    facts = vllm_parse.parse_graph_facts(text)
+    asked = GRAPH_MODES.get(mode, "NONE")
+    ran = vllm_parse.MODE_OF_CAPTURES.get(frozenset(facts["captured"]))
+    if ran == "FULL_DECODE_ONLY" and facts["configured"] == "FULL":
+        ran = "FULL"  # full graphs only: the config line tells FULL from FULL_DECODE_ONLY
+    return {"asked": asked, **facts, "ran": ran, "downgraded": ran is not None and ran != asked}
 
 
 def _version_fallback(exe: list[str]) -> str | None:
@@ -447,6 +472,7 @@ def _measure_latency(exe, mode, batch_size, model_path, dummy, workload, setting
     if "startup_log_error" not in facts:
         _check_mode_facts(mode, start_metrics)
     details.update(
+        graph_mode=graph_mode_record(mode, text),
         vllm_version=facts.get("vllm_version"),
         raw=data,
         engine=start_metrics,
@@ -473,7 +499,12 @@ def _measure_startup(exe, mode, model, model_path, dummy, settings, log, work, d
     metrics, facts = _startup_facts(srv.log_text(), required=True)
     _check_mode_facts(mode, metrics)
     metrics["startup_s"] = startup_s
-    details.update(vllm_version=facts["vllm_version"], log_facts=facts, health_poll_s=vllm_server.HEALTH_POLL_S)
+    details.update(
+        graph_mode=graph_mode_record(mode, srv.log_text()),
+        vllm_version=facts["vllm_version"],
+        log_facts=facts,
+        health_poll_s=vllm_server.HEALTH_POLL_S,
+    )
     return metrics
 
 
@@ -511,6 +542,7 @@ def _measure_serving(exe, mode, model, model_path, dummy, workload, settings, lo
     metrics = vllm_parse.parse_serve_json(data, source="vllm bench serve result")
     start_metrics, facts = _startup_facts(srv.log_text(), required=False)
     details.update(
+        graph_mode=graph_mode_record(mode, srv.log_text()),
         vllm_version=facts.get("vllm_version"),
         raw=data,
         server_startup_s=startup_s,

@@ -210,6 +210,41 @@ def parse_startup_log(text: str) -> dict:
     }
 
 
+_CONFIGURED_MODE = re.compile(r"'cudagraph_mode': <CUDAGraphMode\.([A-Z_]+)")
+_CAPTURE_SIZES = re.compile(r"'cudagraph_capture_sizes': \[([0-9, ]*)\]")
+_CAPTURING = re.compile(r"Capturing CUDA graphs \(([^)]*)\)")
+# The cudagraph_mode whose captures are exactly these kinds of graph (vLLM's progress bars say
+# "(FULL)" or "(PIECEWISE)"; some releases add "mixed prefill-decode" / "decode" before them).
+MODE_OF_CAPTURES = {
+    frozenset({"FULL", "PIECEWISE"}): "FULL_AND_PIECEWISE",
+    frozenset({"PIECEWISE"}): "PIECEWISE",
+    frozenset({"FULL"}): "FULL_DECODE_ONLY",
+    frozenset(): "NONE",
+}
+
+
+def parse_graph_facts(text: str) -> dict:
+    """What a vLLM log says about its CUDA graphs: the cudagraph_mode in the engine's config line
+    ("configured"), its capture sizes, the kinds of graph its capture progress bars report
+    ("captured", sorted), and every WARNING line that mentions cudagraph_mode or CUDA graphs.
+    Keys are None / empty where the log has no such line."""
+    configured = sizes = None
+    captured: set[str] = set()
+    warnings: list[str] = []
+    for raw in text.splitlines():
+        line = _ANSI.sub("", raw).rstrip()
+        if configured is None and (m := _CONFIGURED_MODE.search(line)):
+            configured = m.group(1)
+        if sizes is None and (m := _CAPTURE_SIZES.search(line)):
+            sizes = [int(x) for x in m.group(1).replace(" ", "").split(",") if x]
+        for m in _CAPTURING.finditer(line):
+            kind = m.group(1).split(",")[-1].strip().upper()
+            captured.add(kind)
+        if "WARNING" in line and ("cudagraph_mode" in line or "CUDAGraph" in line or "CUDA graph" in line):
+            warnings.append(line.strip())
+    return {"configured": configured, "capture_sizes": sizes, "captured": sorted(captured), "warnings": warnings}
+
+
 def parse_vllm_version(text: str) -> str | None:
     """The vLLM version a log names ("LLM engine (v0.26.0)" or "server version
     0.26.0"), or None if it names none."""
