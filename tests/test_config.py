@@ -115,3 +115,11 @@ def test_the_snakefile_reports_schema_errors_without_a_dump(tmp_path):
     text = out.stdout + out.stderr
     assert "studdy: unknown key (allowed:" in text
     assert len(text.splitlines()) < 15, text
+
+
+def test_validation_fills_in_defaults_in_one_pass_nested_ones_too():
+    config = cgb_config.read_yaml(REPO / "config" / "config.yaml")
+    del config["gpu_types"]["h200"]["gpus"], config["models"]["tiny"]["checkpoint"], config["rerun_errors"]
+    out = cgb_config.validate(config)
+    assert out["gpu_types"]["h200"]["gpus"] == 1 and out["models"]["tiny"]["checkpoint"] is None
+    assert out["rerun_errors"] is False

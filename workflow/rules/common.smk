@@ -42,7 +42,7 @@ if config.get("rerun_errors") and workflow.is_main_process:
 
 wildcard_constraints:
     workload=r"[a-z0-9][a-z0-9._-]*",
-    mode="eager|cudagraph|compile_nograph",
+    mode="|".join(cgb_cells.MODES),
     point=r"bs[1-9][0-9]*|single",
 
 
