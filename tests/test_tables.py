@@ -274,3 +274,13 @@ def test_vllm_modes_table_names_the_mode_vllm_ran(tmp_path):
     assert rows["Full graphs, decode only"]["Graph mode vLLM ran"] == "PIECEWISE (asked FULL_DECODE_ONLY)"
     assert rows["Full graphs, decode only"]["Latency bs=4 (s)"] == T.fmt(1.6)
     assert rows["Eager"]["Start-up (s)"] == "missing"  # no startup cell written
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_closed_form_end_is_the_queue_s(seed):
+    import random
+
+    rng = random.Random(seed)
+    c = [rng.uniform(0, 50) for _ in range(200)]
+    d = [rng.uniform(0, 80) for _ in range(200)]
+    assert Q.step_end(c, d) == pytest.approx(Q.simulate(c, d)[0])

@@ -659,7 +659,7 @@ def fig7_launch_cost(df: pd.DataFrame, lookup: Lookup, launches: pd.DataFrame | 
         for ref in list(HBM_TBPS) if own else [gpu]:
             scale = HBM_TBPS[own] / HBM_TBPS[ref] if own else 1.0
             speed = [
-                Q.predict(seq, None, aten, triton, cpu_us_per_kernel=x, gpu_scale=scale)["pred_ms"]
+                Q.predict(seq, None, aten, triton, cpu_us_per_kernel=x, gpu_scale=scale, detail=False)["pred_ms"]
                 / (row["graph_ms"] * scale)
                 for x in HOST_US_AXIS
             ]

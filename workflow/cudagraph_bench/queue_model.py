@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 KINDS = ("runtime", "driver", "memop")
@@ -67,6 +68,14 @@ def simulate(c_us: Sequence[float], d_us: Sequence[float]) -> tuple[float, list[
     return end, idle
 
 
+def step_end(c_us: Sequence[float], d_us: Sequence[float]) -> float:
+    """simulate's end alone, in closed form: end_N = max over i of (issue_i + d_i + ... + d_N)
+    (the last kernel that had to wait for the host decides), vectorised."""
+    issue = np.cumsum(np.asarray(c_us, dtype=float))
+    rest = np.cumsum(np.asarray(d_us, dtype=float)[::-1])[::-1]
+    return float(np.max(issue + rest)) if len(issue) else 0.0
+
+
 def launch_weights(kinds: Sequence[str], aten_us: float, triton_us: float) -> list[float]:
     """The host's bare launch cost of each kernel, by the kind of its launch."""
     return [triton_us if k == "driver" else aten_us for k in kinds]
@@ -81,6 +90,7 @@ def predict(
     cpu_us_per_kernel: float | None = None,
     gpu_scale: float = 1.0,
     basis: str = BASIS_ENQUEUE,
+    detail: bool = True,
 ) -> dict:
     """Run the queue for one cell's step.
 
@@ -89,9 +99,9 @@ def predict(
     instead, a host whose mean CPU cost per kernel is this (the same shares by kind). gpu_scale:
     multiply every d_i (a GPU with proportionally less bandwidth). Returns {"pred_ms",
     "cpu_ms", "gpu_ms", "idle_ms", "basis", "by_kind": {kind: {"kernels", "cpu_ms", "gpu_ms",
-    "idle_ms"}}}."""
-    kinds = list(seq["kind"])
-    d = [x * gpu_scale for x in seq["gpu_us"]]
+    "idle_ms"}}}; detail=False: {"pred_ms", "basis"} only (the closed form, for curves)."""
+    kinds = seq["kind"].tolist()
+    d = [x * gpu_scale for x in seq["gpu_us"].tolist()]
     w = launch_weights(kinds, aten_us, triton_us)
     if cpu_us_per_kernel is not None:
         scale, basis = cpu_us_per_kernel * len(w) / sum(w), "assumed host"
@@ -100,6 +110,8 @@ def predict(
     else:
         scale, basis = 1.0, BASIS_LAUNCH_ONLY
     c = [x * scale for x in w]
+    if not detail:
+        return {"pred_ms": step_end(c, d) / 1e3, "basis": basis}
     end, idle = simulate(c, d)
     by_kind: dict[str, dict] = {}
     for k, ci, di, gi in zip(kinds, c, d, idle, strict=True):
