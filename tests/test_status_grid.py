@@ -180,8 +180,8 @@ def test_the_status_prints_the_job_time_per_backend_mode_and_workload(root):
     # each helper result ran from 00:00:00 to 00:01:00 (provenance), and none records wall_s
     text = S.status_text(small_config(), root, squeue=lambda ids: {})
     assert "## Job time of the measured cells" in text
-    assert "| h200 | graph_pool | latency | eager | 2 | 0.033 | 120 |" in text  # bs1 ok + bs4 oom
-    assert "| h200 | graph_pool | latency | cudagraph | 2 | 0.033 | 120 |" in text
+    assert "| h200 | graph_pool | latency | eager | 2 | 0.033 | 120 | — |" in text  # bs1 ok + bs4 oom
+    assert "| h200 | graph_pool | latency | cudagraph | 2 | 0.033 | 120 | — |" in text  # no measured_s
     assert "in all 0.083 h (300 s)" in text  # 5 readable results; the corrupt one has none
 
 
@@ -192,3 +192,20 @@ def test_recorded_wall_time_wins_over_the_timestamps():
     assert job_wall_s(prov) == 60.0
     assert job_wall_s(prov | {"wall_s": 12.5}) == 12.5
     assert job_wall_s({}) is None
+
+
+def test_the_share_outside_the_measurement_comes_from_what_each_cell_measured():
+    from cudagraph_bench.aggregate import measured_s
+
+    assert measured_s("latency", "graph_pool", {"measured_s": 3.0, "startup_s": 9.0}) == 3.0
+    assert measured_s("startup", "vllm", {"startup_s": 47.0}) == 47.0
+    assert measured_s("serving", "vllm", {"serving_duration_s": 20.0}) == 20.0
+    assert measured_s("latency", "vllm", {"e2e_latency_s_mean": 0.5, "n_iters": 10.0}) == 5.0
+    assert measured_s("latency", "graph_pool", {"e2e_latency_s_mean": 0.5}) is None
+    cells = [
+        S.CellState(Cell("h200", "vllm", "startup", "eager"), "done", wall_s=50.0, measured_s=45.0),
+        S.CellState(Cell("h200", "vllm", "serving_inf", "eager"), "done", wall_s=100.0, measured_s=20.0),
+    ]
+    text = S.render_job_time(cells)
+    assert "| h200 | vllm | serving_inf | eager | 1 | 0.028 | 100 | 80% |" in text
+    assert "h200 vllm 0.042 h (57% outside the measurement)" in text  # 1 - 65 / 150

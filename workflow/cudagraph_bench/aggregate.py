@@ -662,6 +662,28 @@ def job_wall_s(prov: dict) -> float | None:
     return max((finished - started).total_seconds(), 0.0)
 
 
+def measured_s(kind: str, backend: str, metrics: dict) -> float | None:
+    """Seconds of a cell's job spent in the measurement itself, from its metrics: what the cell
+    recorded as measured_s (the timed decode steps and end-to-end runs of a latency cell), else
+    for a start-up cell the start-up it measures, for a serving cell the benchmark's run, for a
+    vLLM latency cell its timed iterations (mean latency x iterations); None where the cell's
+    metrics say nothing (older files). The rest of the job is model build, engine start, compile."""
+
+    def num(name):
+        v = metrics.get(name)
+        return float(v) if isinstance(v, int | float) and v == v else None
+
+    if num("measured_s") is not None:
+        return num("measured_s")
+    if kind == "startup":
+        return num("startup_s")
+    if kind == "serving":
+        return num("serving_duration_s")
+    if kind == "latency" and backend == "vllm" and num("e2e_latency_s_mean") and num("n_iters"):
+        return num("e2e_latency_s_mean") * num("n_iters")
+    return None
+
+
 def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     """summary.csv -> the tidy table exactly as `parse_results` built it (same columns, dtypes, values).
 

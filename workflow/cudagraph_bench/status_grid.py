@@ -24,7 +24,7 @@ from pathlib import Path
 from snakemake_executor_plugin_submitit.registry import DEFAULT_FOLDER, REGISTRY_FILE
 from snakemake_executor_plugin_submitit.status import PENDING_STATES, RUNNING_STATES
 
-from .aggregate import job_wall_s, write_atomic
+from .aggregate import job_wall_s, measured_s, write_atomic
 from .cells import DEFAULT_RESULTS_DIR, Cell, batch_sizes, iter_cells, results_dir_of
 from .results import ResultFileError, load_result
 
@@ -40,13 +40,15 @@ STATE_ORDER = ("done", "running", "pending", "submitted", "unsupported", "OOM", 
 @dataclass(frozen=True)
 class CellState:
     """One cell's state; `detail` is the reason or message, `job` e.g. "slurm 1234", `wall_s` the
-    job time its result records (aggregate.job_wall_s)."""
+    job time its result records (aggregate.job_wall_s), `measured_s` the part of it spent in the
+    measurement itself (aggregate.measured_s)."""
 
     cell: Cell
     state: str
     detail: str | None = None
     job: str | None = None
     wall_s: float | None = None
+    measured_s: float | None = None
 
 
 def read_registry(root: str | os.PathLike) -> tuple[dict[str, dict], str | None]:
@@ -115,7 +117,10 @@ def _result_state(cell: Cell, root: Path, results_dir: str) -> CellState | None:
         res = load_result(path, root)
     except ResultFileError as e:
         return CellState(cell, "corrupt", str(e))
-    return CellState(cell, RESULT_STATES[res["status"]], res["reason"], _job_of(res), job_wall_s(res["provenance"]))
+    measured = measured_s(res["kind"], cell.backend, res["metrics"])
+    return CellState(
+        cell, RESULT_STATES[res["status"]], res["reason"], _job_of(res), job_wall_s(res["provenance"]), measured
+    )
 
 
 def _job_of(res: dict) -> str | None:
@@ -129,7 +134,10 @@ def _summary_state(cell: Cell, row: dict | None) -> CellState | None:
         return None
     job, wall = row.get("slurm_job_id"), row.get("job_wall_s")
     wall = None if wall is None or wall != wall else float(wall)  # NaN: not recorded
-    return CellState(cell, RESULT_STATES[row["status"]], row.get("reason"), f"slurm {job}" if job else None, wall)
+    measured = measured_s(row["kind"], cell.backend, row)
+    return CellState(
+        cell, RESULT_STATES[row["status"]], row.get("reason"), f"slurm {job}" if job else None, wall, measured
+    )
 
 
 def _job_state(cell: Cell, entry: dict, squeue: dict[str, str] | None) -> CellState:
@@ -243,29 +251,41 @@ def status_text(
 def render_job_time(states: list[CellState]) -> str:
     """Job time of the measured cells per GPU type, backend, workload and mode, in hours: on a GPU
     type each is GPU time (a cell holds its GPU(s) for its whole job), here without the job's start
-    (Python, imports) and its wait in the queue."""
-    times = [
-        (s.cell.gpu, s.cell.backend, s.cell.workload, s.cell.mode, s.wall_s) for s in states if s.wall_s is not None
-    ]
+    (Python, imports) and its wait in the queue; and the share of it spent outside the measurement
+    (model build, engine start, compilation), where every cell of the group says how long it measured."""
+    times = [s for s in states if s.wall_s is not None]
     if not times:
         return ""
-    groups: dict[tuple, list[float]] = {}
-    for gpu, backend, workload, mode, wall in times:
-        groups.setdefault((gpu, backend, workload, mode), []).append(wall)
+    groups: dict[tuple, list[CellState]] = {}
+    for s in times:
+        groups.setdefault((s.cell.gpu, s.cell.backend, s.cell.workload, s.cell.mode), []).append(s)
     lines = ["", "## Job time of the measured cells", "",
-             "| GPU | Backend | Workload | Mode | Cells | Hours | Seconds |", "|---|---|---|---|---:|---:|---:|"]  # fmt: skip
-    for (gpu, backend, workload, mode), walls in sorted(groups.items()):
+             "| GPU | Backend | Workload | Mode | Cells | Hours | Seconds | Outside the measurement |",
+             "|---|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    for (gpu, backend, workload, mode), cells in sorted(groups.items()):
+        walls = sum(s.wall_s for s in cells)
         lines.append(
-            f"| {gpu} | {backend} | {workload} | {mode} | {len(walls)} | {sum(walls) / 3600:.3f} | {sum(walls):.0f} |"
+            f"| {gpu} | {backend} | {workload} | {mode} | {len(cells)} | {walls / 3600:.3f} | {walls:.0f} | "
+            f"{_outside(cells)} |"
         )
-    per_backend: dict[tuple, float] = {}
-    for gpu, backend, _, _, wall in times:
-        per_backend[(gpu, backend)] = per_backend.get((gpu, backend), 0.0) + wall
-    total = sum(per_backend.values())
+    per_backend: dict[tuple, list[CellState]] = {}
+    for s in times:
+        per_backend.setdefault((s.cell.gpu, s.cell.backend), []).append(s)
+    total = sum(s.wall_s for s in times)
     lines += ["", "Per GPU type and backend: " + ", ".join(
-        f"{gpu} {backend} {s / 3600:.3f} h" for (gpu, backend), s in sorted(per_backend.items())
-    ) + f"; in all {total / 3600:.3f} h ({total:.0f} s), from each result's provenance (wall_s, else finished - started)."]  # fmt: skip
+        f"{gpu} {backend} {sum(s.wall_s for s in cells) / 3600:.3f} h ({_outside(cells)} outside the measurement)"
+        for (gpu, backend), cells in sorted(per_backend.items())
+    ) + f"; in all {total / 3600:.3f} h ({total:.0f} s), from each result's provenance (wall_s, else finished - started). "
+        "Outside the measurement: the share of the job time not spent in the timed steps, end-to-end runs, "
+        "benchmark iterations, serving run or start-up the cell measures; — where a cell does not say."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _outside(cells: list[CellState]) -> str:
+    if any(s.measured_s is None for s in cells):
+        return "—"
+    wall = sum(s.wall_s for s in cells)
+    return f"{100 * (1 - min(sum(s.measured_s for s in cells), wall) / wall):.0f}%" if wall > 0 else "—"
 
 
 def write_status(

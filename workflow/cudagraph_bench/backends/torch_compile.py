@@ -277,6 +277,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
             step(tok, pos)
         return [step_ms(lambda pos=pos: step(tok, pos), device, host_ms) for pos in positions[warm:]]
 
+    t_measure = time.perf_counter()
     times, stab = timed_until_stable(one_round, adaptive=mode == "eager" and device.type == "cuda")
     metrics.update(step_metrics(times, stab, host_ms))
     details["timing"] = stab
@@ -284,6 +285,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     e2e = seconds_per_run(lambda: _generate(m, step, prompt, output_len), device, s["warmup_repeats"], s["repeats"])
     metrics.update(e2e_metrics(e2e, batch, output_len))
     details["e2e_latency_s"] = e2e
+    metrics["measured_s"] = time.perf_counter() - t_measure  # the timed steps and runs (aggregate.measured_s)
     if device.type == "cuda":
         ctx = mean_context(input_len, warm, s["timed_steps"], cache_len)
         metrics.update(floor_metrics(args, batch, ctx, metrics["decode_step_ms_median"], device))
