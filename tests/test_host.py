@@ -46,3 +46,13 @@ def test_step_metrics_add_the_host_time_of_the_timed_steps():
     m = step_metrics([5.0, 5.0, 5.0], stab, host_ms=[1.0, 2.0, 3.0])
     assert (m["step_host_ms_median"], m["step_host_ms_p10"], m["step_host_ms_p90"]) == (2.0, 1.2, 2.8)
     assert "step_host_ms_median" not in step_metrics([5.0], stab)
+
+
+def test_the_garbage_collector_is_off_while_timing_and_back_after():
+    import gc
+
+    from cudagraph_bench.host import timed_until_stable
+
+    seen = []
+    times, stab = timed_until_stable(lambda: seen.append(gc.isenabled()) or [1.0, 1.0], adaptive=False)
+    assert seen == [False] and gc.isenabled() and stab["gc"] == "off while timing"

@@ -9,6 +9,7 @@ cell more timed steps.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import statistics
@@ -140,14 +141,23 @@ def spread(times: list[float]) -> dict:
 def timed_until_stable(measure_round, adaptive: bool) -> tuple[list[float], dict]:
     """Call measure_round() (one round of timed steps -> list of ms) until the steps' CV is at
     most CV_LIMIT or MAX_ROUNDS rounds ran (only one round unless `adaptive`).
-    Returns (all timings, {"rounds", "cv", "cv_over_limit"})."""
-    times = list(measure_round())
-    rounds = 1
-    while adaptive and rounds < MAX_ROUNDS and spread(times)["cv"] > CV_LIMIT:
-        times += measure_round()
-        rounds += 1
+    Python's garbage collector is off during the rounds (as timeit does): an eager step creates
+    thousands of Python objects, and a collection landing in one step would be host noise.
+    Returns (all timings, {"rounds", "cv", "cv_over_limit", "gc"})."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        times = list(measure_round())
+        rounds = 1
+        while adaptive and rounds < MAX_ROUNDS and spread(times)["cv"] > CV_LIMIT:
+            times += measure_round()
+            rounds += 1
+    finally:
+        if was_enabled:
+            gc.enable()
     cv = spread(times)["cv"]
-    return times, {"rounds": rounds, "cv": cv, "cv_over_limit": cv > CV_LIMIT}
+    return times, {"rounds": rounds, "cv": cv, "cv_over_limit": cv > CV_LIMIT, "gc": "off while timing"}
 
 
 def host_metrics(host: dict) -> dict:
