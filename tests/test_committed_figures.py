@@ -27,7 +27,7 @@ def test_figures_and_tables_rebuild_identically_from_committed_results(tmp_path)
         dest = tmp_path / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(committed(rel))
-    proc = subprocess.run([sys.executable, "-m", "cudagraph_bench", "figures", "--results", str(tmp_path / "results")],
+    proc = subprocess.run([sys.executable, "-m", "cudagraph_bench", "rebuild", "--results", str(tmp_path / "results")],
                           capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     built = sorted(

@@ -63,7 +63,7 @@ def test_two_rebuilds_are_byte_identical(study, tmp_path):
         shutil.copytree(study / "results" / "raw", root / "results" / "raw")
         env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(REPO / "workflow"))
         subprocess.run(
-            [sys.executable, "-m", "cudagraph_bench", "figures", "--results", "results", "--config", str(CONFIG)],
+            [sys.executable, "-m", "cudagraph_bench", "rebuild", "--results", "results", "--config", str(CONFIG)],
             cwd=root,
             env=env,
             check=True,
@@ -230,7 +230,7 @@ def test_figures_only_target_names_a_corrupt_file(study, tmp_path, capsys):
     shutil.copytree(study / "results" / "raw", tmp_path / "results" / "raw")
     bad = tmp_path / "results/raw/gpu_b/graph_pool/latency/eager/bs4.json"
     bad.write_text("not json")
-    rc = main(["figures", "--results", str(tmp_path / "results"), "--config", str(CONFIG)])
+    rc = main(["rebuild", "--results", str(tmp_path / "results"), "--config", str(CONFIG)])
     assert rc == 1
     assert "gpu_b/graph_pool/latency/eager/bs4.json" in capsys.readouterr().err
 
@@ -241,7 +241,7 @@ def test_figures_only_target_names_a_schema_invalid_file(study, tmp_path, capsys
     doc = json.loads(bad.read_text())
     doc["status"] = "fine"
     bad.write_text(json.dumps(doc))
-    rc = main(["figures", "--results", str(tmp_path / "results"), "--config", str(CONFIG)])
+    rc = main(["rebuild", "--results", str(tmp_path / "results"), "--config", str(CONFIG)])
     assert rc == 1
     err = capsys.readouterr().err
     assert "gpu_a/vllm/startup/eager/single.json" in err and "does not match the result schema" in err
@@ -256,7 +256,7 @@ def test_figures_verb_rebuilds_the_committed_outputs_from_results_raw_only(study
     (local / "status.md").write_text("the local run\n")
     before = {p: p.read_bytes() for p in local.rglob("*") if p.is_file()}
     monkeypatch.chdir(tmp_path)
-    assert main(["figures", "--config", str(CONFIG)]) == 0
+    assert main(["rebuild", "--config", str(CONFIG)]) == 0
     summary = (tmp_path / "results/summary.csv").read_text()
     assert "tiny" not in summary and "results/local" not in summary and "results/raw/gpu_a/" in summary
     for p in (tmp_path / "results").rglob("*"):
@@ -266,7 +266,7 @@ def test_figures_verb_rebuilds_the_committed_outputs_from_results_raw_only(study
     # the local run's own outputs come from its config (or --results)
     local_config = tmp_path / "local.yaml"
     local_config.write_text("results_dir: results/local\n")
-    assert main(["figures", "--config", str(CONFIG), str(local_config)]) == 0
+    assert main(["rebuild", "--config", str(CONFIG), str(local_config)]) == 0
     assert "tiny" in (local / "summary.csv").read_text() and (local / "figures/fig1_latency_throughput.png").exists()
     assert "tiny" in (local / "tables/headline.md").read_text()
 
@@ -275,16 +275,16 @@ def test_figures_verb_refuses_a_local_run_left_in_results_raw(study, tmp_path, c
     shutil.copytree(study / "results" / "raw", tmp_path / "results" / "raw")
     write(tmp_path, Cell("local", "graph_pool", "latency", "eager", 1), "ok", {"decode_step_ms_median": 1.0})
     monkeypatch.chdir(tmp_path)
-    assert main(["figures", "--config", str(CONFIG)]) == 1
+    assert main(["rebuild", "--config", str(CONFIG)]) == 1
     assert "results/raw/local/" in capsys.readouterr().err
     assert not (tmp_path / "results/summary.csv").exists()
 
 
-def test_summary_verb(study, tmp_path, capsys):
+def test_outputs_verb(study, tmp_path, capsys):
     shutil.copytree(study / "results" / "raw", tmp_path / "results" / "raw")
-    assert main(["figures", "--results", str(tmp_path / "results"), "--config", str(CONFIG)]) == 0
+    assert main(["rebuild", "--results", str(tmp_path / "results"), "--config", str(CONFIG)]) == 0
     capsys.readouterr()
-    assert main(["summary", "--results", str(tmp_path / "results")]) == 0
+    assert main(["outputs", "--results", str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
     assert "summary.csv" in out and "5 of 5 built" in out and "8 of 8 built" in out
 
@@ -302,3 +302,9 @@ def test_launch_cost_figure_runs_the_queue_at_every_host_cost(drawn):
     assert sorted(round(line.get_ydata()[0], 3) for line in bars) == sorted(
         round(v, 3) for v in F.PUBLISHED_SPEEDUP.values()
     )
+
+
+@pytest.mark.parametrize("old, new", [("figures", "rebuild"), ("summary", "outputs")])
+def test_renamed_verbs_say_their_new_name(old, new, capsys):
+    assert main([old]) == 2
+    assert f"use '{new}'" in capsys.readouterr().err

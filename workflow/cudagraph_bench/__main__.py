@@ -113,7 +113,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_figures(args: argparse.Namespace) -> int:
+def cmd_rebuild(args: argparse.Namespace) -> int:
     """Rebuild summary.csv, every table and every figure of one results folder from its raw/ only."""
     from .aggregate import AggregationError
     from .figures import rebuild
@@ -141,14 +141,14 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
+def cmd_outputs(args: argparse.Namespace) -> int:
     """One screen: where the outputs are, and how many cells are in each state."""
     config = None if args.results is not None else _config_if_present(args.config)
-    print(summary_text(*locate_results(args.results, config)), end="")
+    print(outputs_text(*locate_results(args.results, config)), end="")
     return 0
 
 
-def summary_text(root: Path, results_dir: str = DEFAULT_RESULTS_DIR) -> str:
+def outputs_text(root: Path, results_dir: str = DEFAULT_RESULTS_DIR) -> str:
     from .outputs import FIGURE_NAMES, TABLE_NAMES
 
     results = root / results_dir
@@ -163,7 +163,7 @@ def summary_text(root: Path, results_dir: str = DEFAULT_RESULTS_DIR) -> str:
         states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         lines.append(f"  summary.csv    one row per cell: {states or 'no cells'}")
     else:
-        lines.append(f"  summary.csv    not built yet: python -m cudagraph_bench figures{option}")
+        lines.append(f"  summary.csv    not built yet: python -m cudagraph_bench rebuild{option}")
 
     def present(folder: str, names, exts) -> str:
         have = [n for n in names if all((results / folder / f"{n}.{e}").exists() for e in exts)]
@@ -193,14 +193,16 @@ VERBS: dict[str, Verb] = {
         "per workload, the GPU x mode x batch-size grid of cell states (also written to {results_dir}/status.md)",
         lambda p: (_add_config(p), _add_results(p)),
     ),
-    "figures": Verb(
-        cmd_figures,
+    "rebuild": Verb(
+        cmd_rebuild,
         "rebuild summary.csv, every table and figure of the results folder from its raw/ only "
         "(no GPU, Slurm or vLLM needed)",
         lambda p: (_add_results(p), _add_config(p)),
     ),
-    "summary": Verb(cmd_summary, "one screen: where the outputs are", lambda p: (_add_results(p), _add_config(p))),
+    "outputs": Verb(cmd_outputs, "one screen: where the outputs are", lambda p: (_add_results(p), _add_config(p))),
 }
+# Verbs of earlier releases: "summary" named a rule, a file and this verb at once.
+RENAMED = {"figures": "rebuild", "summary": "outputs"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in RENAMED:
+        print(f"python -m cudagraph_bench {argv[0]}: renamed; use '{RENAMED[argv[0]]}'", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -810,7 +810,7 @@ def check_fonts() -> str:
     return path
 
 
-# --------------------------------------------------------------------------- the "figures only" path
+# --------------------------------------------------------------------------- the rebuild path (verb `rebuild`)
 
 
 def rebuild(

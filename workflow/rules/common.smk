@@ -96,4 +96,4 @@ onsuccess:
     # The one-screen summary of where the outputs are (main process only).
     from cudagraph_bench.__main__ import main as cgb_main
 
-    cgb_main(["summary", "--results", RESULTS_DIR])
+    cgb_main(["outputs", "--results", RESULTS_DIR])
