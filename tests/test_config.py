@@ -119,7 +119,7 @@ def test_the_snakefile_reports_schema_errors_without_a_dump(tmp_path):
 
 def test_validation_fills_in_defaults_in_one_pass_nested_ones_too():
     config = cgb_config.read_yaml(REPO / "config" / "config.yaml")
-    del config["gpu_types"]["h200"]["gpus"], config["models"]["tiny"]["checkpoint"], config["rerun_errors"]
+    del config["gpu_types"]["h200"]["gpus"], config["models"]["tiny"]["checkpoint"], config["results_dir"]
     out = cgb_config.validate(config)
     assert out["gpu_types"]["h200"]["gpus"] == 1 and out["models"]["tiny"]["checkpoint"] is None
-    assert out["rerun_errors"] is False
+    assert out["results_dir"] == "results" and out["rerun_errors"] is False

@@ -209,7 +209,17 @@ def test_rerun_errors_measures_failed_cells_again_and_keeps_the_old(workdir):
     target = f"{RAW}/graph_pool/startup/eager/single.json"
     snakemake(workdir, target, env={"CGB_INJECT_FAILURE": "error"})
     assert json.loads((workdir / target).read_text())["status"] == "error"
-    proc = snakemake(workdir, target, "--config", "rerun_errors=True")
+    dry = snakemake(workdir, target, "-n", "--config", "rerun_errors=True", check=False)
+    assert dry.returncode != 0 and "python -m cudagraph_bench rerun-errors" in dry.stderr + dry.stdout
+    assert json.loads((workdir / target).read_text())["status"] == "error"  # a dry run moves nothing
+    verb = subprocess.run(
+        [sys.executable, "-m", "cudagraph_bench", "rerun-errors", "--config", "config/config.yaml",
+         "config/local.yaml", str(TINY)],
+        cwd=workdir, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(workdir / "workflow")},
+    )  # fmt: skip
+    assert verb.returncode == 0 and f"moved aside: {target} (error)" in verb.stdout, verb.stderr
+    proc = snakemake(workdir, target)
     assert submitted(proc) == [target]
     assert json.loads((workdir / target).read_text())["status"] == "ok"
     kept = list((workdir / LOCAL / "superseded").rglob("single.json"))

@@ -141,6 +141,22 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerun_errors(args: argparse.Namespace) -> int:
+    """Move the study's results with status error or oom aside, so the next run measures those cells again."""
+    from .cells import iter_cells
+    from .rerun import set_aside_failed
+
+    config = load_config(args.config)
+    root, results_dir = locate_results(args.results, config)
+    moved = set_aside_failed([c.path_in(results_dir) for c in iter_cells(config)], root, results_dir=results_dir)
+    for line in moved:
+        print(f"moved aside: {line}")
+    configs = " ".join(args.config)
+    print(f"{len(moved)} cell(s) to measure again: run Snakemake again (--configfiles {configs})" if moved
+          else "no result with status error or oom: nothing to measure again")  # fmt: skip
+    return 0
+
+
 def cmd_outputs(args: argparse.Namespace) -> int:
     """One screen: where the outputs are, and how many cells are in each state."""
     config = None if args.results is not None else _config_if_present(args.config)
@@ -198,6 +214,12 @@ VERBS: dict[str, Verb] = {
         "rebuild summary.csv, every table and figure of the results folder from its raw/ only "
         "(no GPU, Slurm or vLLM needed)",
         lambda p: (_add_results(p), _add_config(p)),
+    ),
+    "rerun-errors": Verb(
+        cmd_rerun_errors,
+        "move the study's results with status error or oom to {results_dir}/superseded/<time>/ (kept), "
+        "so that the next run measures those cells again",
+        lambda p: (_add_config(p), _add_results(p)),
     ),
     "outputs": Verb(cmd_outputs, "one screen: where the outputs are", lambda p: (_add_results(p), _add_config(p))),
 }

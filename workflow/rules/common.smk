@@ -29,15 +29,12 @@ if workflow.is_main_process:
     if _legacy:
         raise WorkflowError(_legacy)
 
-if config.get("rerun_errors") and workflow.is_main_process:
-    # Cells whose recorded status is error/oom are measured again: their old
-    # result moves aside (kept, never deleted) so Snakemake sees it missing.
-    from cudagraph_bench.rerun import set_aside_failed
-
-    for moved in set_aside_failed(
-        [c.path_in(RESULTS_DIR) for c in CELLS], results_dir=RESULTS_DIR
-    ):
-        print(f"rerun_errors: {moved}", file=sys.stderr)
+if config.get("rerun_errors"):
+    # Moving results while the Snakefile is parsed would happen on a dry run too.
+    raise WorkflowError(
+        "rerun_errors is a command now: python -m cudagraph_bench rerun-errors --config "
+        "<this run's config files> moves the error/oom results aside; then run Snakemake again"
+    )
 
 
 wildcard_constraints:
