@@ -113,7 +113,7 @@ def test_slurm_settings_follow_the_gpu_type(config):
 
 
 def test_every_list_of_modes_is_cells_modes():
-    root = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+    root = Path(__file__).resolve().parent.parent / "workflow" / "cudagraph_bench" / "schemas"
     config_schema = yaml.safe_load((root / "config.schema.yaml").read_text())
     result_schema = yaml.safe_load((root / "result.schema.yaml").read_text())
     assert config_schema["properties"]["study"]["properties"]["modes"]["items"]["enum"] == list(cells.MODES)

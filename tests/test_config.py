@@ -10,7 +10,7 @@ from cudagraph_bench import config as cgb_config
 from snakemake.utils import validate
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
+SCHEMA = str(REPO / "workflow/cudagraph_bench/schemas/config.schema.yaml")
 
 
 @pytest.fixture
@@ -123,3 +123,14 @@ def test_validation_fills_in_defaults_in_one_pass_nested_ones_too():
     out = cgb_config.validate(config)
     assert out["gpu_types"]["h200"]["gpus"] == 1 and out["models"]["tiny"]["checkpoint"] is None
     assert out["results_dir"] == "results" and out["rerun_errors"] is False
+
+
+def test_the_schemas_are_package_data():
+    import tomllib
+
+    from cudagraph_bench import results
+
+    package = REPO / "workflow" / "cudagraph_bench"
+    assert cgb_config.SCHEMA_PATH.parent == results.SCHEMA_PATH.parent == package / "schemas"
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "schemas/*.yaml" in data["cudagraph_bench"]

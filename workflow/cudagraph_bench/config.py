@@ -15,7 +15,7 @@ import yaml
 
 from .cells import ConfigError, check_config
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data
 _MAX_VALUE = 60  # characters of a bad value shown in a message
 
 

@@ -27,7 +27,7 @@ from .cells import Cell, cell_from_path
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "unsupported", "oom", "error")
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "result.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "result.schema.yaml"  # package data
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Package versions worth knowing when comparing numbers across runs.
