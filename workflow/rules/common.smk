@@ -67,7 +67,8 @@ RESULT_FILES = _result_files()
 CAPTURE_FILES = [
     p for p in RESULT_FILES if cgb_cells.cell_from_path(p).mode == "cudagraph"
 ]
-LAUNCH_FILES = [p for p in RESULT_FILES if p not in set(CAPTURE_FILES)]
+_CAPTURE_SET = set(CAPTURE_FILES)
+LAUNCH_FILES = [p for p in RESULT_FILES if p not in _CAPTURE_SET]
 
 
 # GPU type -> its Slurm settings as one JSON string, computed once.
