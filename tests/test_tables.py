@@ -284,3 +284,22 @@ def test_the_closed_form_end_is_the_queue_s(seed):
     c = [rng.uniform(0, 50) for _ in range(200)]
     d = [rng.uniform(0, 80) for _ in range(200)]
     assert Q.step_end(c, d) == pytest.approx(Q.simulate(c, d)[0])
+
+
+def test_a_step_that_waits_for_the_gpu_is_not_called_a_queue(tmp_path):
+    for mode in ("eager", "cudagraph"):
+        m = graph_pool_latency(1, mode, cpu_ms=8.0, gpu_ms=4.0)
+        details = {}
+        if mode == "eager":
+            seq = launches_detail(100, 4.0) | {"host_waits": ["cudaStreamSynchronize"]}
+            details = {"launches": seq}
+        write(tmp_path, Cell("g", "graph_pool", "latency", mode, 1), "ok", m, details=details)
+    records, df = agg.aggregate(tmp_path)
+    launches = agg.parse_launch_details(records)
+    (row,) = T.launch_model(df, launches=launches).to_dict("records")
+    assert (
+        row["holds"] is None
+        and row["regime"] == "not a queue: it calls cudaStreamSynchronize (host calls that wait for the GPU)"
+    )
+    (table_row,) = rows_of(T.model_table(df, launches))
+    assert table_row["Queue model"] == row["regime"]

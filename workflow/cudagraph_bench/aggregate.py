@@ -398,7 +398,18 @@ def parse_capture_details(records: list[dict]) -> pd.DataFrame:
     return capture_frame(rows)
 
 
-LAUNCH_COLUMNS = ["gpu", "model", "backend", "workload", "mode", "batch_size", "i", "kind", "name", "gpu_us", "path"]
+# waits_for_gpu: why the cell's step waits for the GPU ("" if it does not): its CPU enqueue time
+# could not be measured (details.cpu_enqueue.error), or the host calls inside it that wait
+# (details.launches.host_waits)
+LAUNCH_COLUMNS = ["gpu", "model", "backend", "workload", "mode", "batch_size", "i", "kind", "name", "gpu_us",
+                  "waits_for_gpu", "path"]  # fmt: skip
+
+
+def _waits_for_gpu(details: dict, seq: dict) -> str:
+    if isinstance(details.get("cpu_enqueue"), dict) and details["cpu_enqueue"].get("error"):
+        return "its CPU enqueue time is not measurable (the step waits for the GPU)"
+    waits = seq.get("host_waits") or []
+    return f"it calls {', '.join(waits)} (host calls that wait for the GPU)" if waits else ""
 
 
 def parse_launch_details(records: list[dict]) -> pd.DataFrame:
@@ -420,8 +431,9 @@ def parse_launch_details(records: list[dict]) -> pd.DataFrame:
             cell.get("batch_size"),
         )
         names = seq["names"]
+        waits = _waits_for_gpu(res["details"], seq)
         for i, (kind, name, d) in enumerate(zip(seq["kind"], seq["name"], seq["gpu_us"], strict=True)):
-            rows.append((*base, i, kind, names[name], float(d), path))
+            rows.append((*base, i, kind, names[name], float(d), waits, path))
     df = pd.DataFrame.from_records(rows, columns=LAUNCH_COLUMNS)
     df["batch_size"] = df["batch_size"].astype("Int64")
     return df

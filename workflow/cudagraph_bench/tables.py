@@ -268,6 +268,7 @@ def launch_model(
         }
         if math.isnan(num["aten"]) or math.isnan(num["triton"]):
             continue  # no host launch costs recorded: nothing to share the CPU time by
+        waits = str(seq["waits_for_gpu"].iloc[0])
         if not math.isnan(num["h"]):  # the timed steps' own host time: no noise between two loops
             q = Q.predict(seq, num["h"], num["aten"], num["triton"], basis=Q.BASIS_STEP_HOST)
         else:
@@ -286,8 +287,11 @@ def launch_model(
                 eager_pred_ms=pred,
                 speedup_pred=pred / p["graph_ms"] if p["graph_ms"] > 0 else math.nan,
                 error=error,
-                holds=None if math.isnan(error) else abs(error) <= MODEL_TOLERANCE,
-                regime="launch-bound" if q["idle_ms"] > LAUNCH_BOUND_IDLE * pred else "GPU-bound",
+                # a step that waits for the GPU is not a queue: its host time includes the wait
+                holds=None if math.isnan(error) or waits else abs(error) <= MODEL_TOLERANCE,
+                regime=f"not a queue: {waits}"
+                if waits
+                else ("launch-bound" if q["idle_ms"] > LAUNCH_BOUND_IDLE * pred else "GPU-bound"),
                 by_kind=q["by_kind"],
             )
         )
@@ -473,7 +477,9 @@ def model_table(df: pd.DataFrame, launches: pd.DataFrame | None = None) -> Table
         for mode in ("eager", "cudagraph"):
             lookup.row((m["gpu"], m["backend"], m["workload"], mode, m["batch_size"]))
         llm, source = row_origin(lookup, df, m["gpu"], m["backend"])
-        if m["holds"] is None or pd.isna(m["holds"]):
+        if m["regime"].startswith("not a queue"):
+            verdict = m["regime"]
+        elif m["holds"] is None or pd.isna(m["holds"]):
             verdict = DERIVED_GAP
         elif m["holds"]:
             verdict = f"holds ({m['regime']})"
