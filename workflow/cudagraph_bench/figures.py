@@ -273,6 +273,7 @@ def fig2_speedup(df: pd.DataFrame, lookup: Lookup, launches: pd.DataFrame | None
         label += f"\n  gaps: {gap_summary(gaps)}" if gaps else ""
         handles.append(Line2D([], [], color=color, marker=marker, ms=4, lw=1.2, label=label))
         pred = model[(model["gpu"] == gpu) & (model["backend"] == backend) & model["speedup_pred"].notna()]
+        pred = pred[~pred["regime"].str.startswith("not a queue")]  # a step that waits for the GPU is not modelled
         if not pred.empty:
             ax.plot(
                 pred["batch_size"], pred["speedup_pred"], color=color, marker=marker, ms=5, lw=0.9, ls="--", mfc="none"
