@@ -43,3 +43,13 @@ def test_result_files_get_the_users_umask_not_0600(tmp_path, monkeypatch):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "c.json").stat().st_mode) == 0o644
+
+
+def test_every_backend_measure_takes_the_same_arguments():
+    import inspect
+
+    from cudagraph_bench.backends import torch_compile, vllm
+    from cudagraph_bench.backends.graph_pool import measure as graph_pool
+
+    params = [list(inspect.signature(m.measure).parameters) for m in (graph_pool, vllm, torch_compile)]
+    assert params[0] == params[1] == params[2] == ["kind", "mode", "batch_size", "model", "workload", "settings", "log"]

@@ -84,7 +84,7 @@ def _graph_pool(spec: dict, log: TextIO) -> dict:
         capture_sizes=spec["graph_pool"]["capture_sizes"],
         device="cuda" if torch.cuda.is_available() else "cpu",
     )
-    return measure(spec["kind"], cell.mode, cell.batch_size, spec["model"], spec["workload"], settings)
+    return measure(spec["kind"], cell.mode, cell.batch_size, spec["model"], spec["workload"], settings, log)
 
 
 def _vllm(spec: dict, log: TextIO) -> dict:
@@ -111,10 +111,11 @@ def _torch_compile(spec: dict, log: TextIO) -> dict:
     from .backends.torch_compile import measure
 
     cell = Cell(**spec["cell"])
-    return measure(spec["kind"], cell.mode, cell.batch_size, spec["model"], spec["workload"], spec["measurement"])
+    return measure(spec["kind"], cell.mode, cell.batch_size, spec["model"], spec["workload"], spec["measurement"], log)
 
 
-# backend name -> adapter from the job spec to that backend's measure()
+# backend name -> adapter from the job spec to that backend's measure(kind, mode, batch_size, model,
+# workload, settings, log) -> {"metrics", "details"}: one signature, the settings each backend takes
 _BACKENDS = {"graph_pool": _graph_pool, "vllm": _vllm, "torch_compile": _torch_compile}
 
 

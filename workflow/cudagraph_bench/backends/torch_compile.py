@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TextIO
 
 import torch
 import torch.nn as nn
@@ -215,8 +216,15 @@ def _generate(model: Llama, step, prompt: torch.Tensor, n_tokens: int) -> torch.
     return torch.cat(out, dim=1)
 
 
-def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict) -> dict:
-    """One cell of the peer. settings: seed, warmup_steps, timed_steps, warmup_repeats, repeats.
+def _say(log: TextIO | None, line: str) -> None:
+    if log is not None:
+        print(line, file=log, flush=True)
+
+
+def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict,
+            log: TextIO | None = None) -> dict:  # fmt: skip
+    """One cell of the peer (the signature every backend's measure() has; log: the cell's log, for
+    progress). settings: seed, warmup_steps, timed_steps, warmup_repeats, repeats.
     Returns {'metrics', 'details'}; raises Unsupported for what cannot run here."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -248,6 +256,8 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
         0, args.vocab_size, (batch, 1), device=device, generator=seeded_generator(device, s["seed"] + 1)
     )
     # first calls: compilation (and, for reduce-overhead, the warm-up runs and the graph recording)
+    if mode in _COMPILE:
+        _say(log, f"[torch_compile] compiling the decode step ({_COMPILE[mode] or 'default mode'}); minutes on a GPU")
     t1 = time.perf_counter()
     firsts = []
     with torch.no_grad():
@@ -257,6 +267,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
             sync_device(device)
             firsts.append(time.perf_counter() - t)
     metrics["compile_and_first_steps_s"] = time.perf_counter() - t1
+    _say(log, f"[torch_compile] first three steps (compilation included): {metrics['compile_and_first_steps_s']:.1f} s")
     details["first_three_steps_s"] = firsts
     if kind == "startup":
         metrics["startup_s"] = time.perf_counter() - t0

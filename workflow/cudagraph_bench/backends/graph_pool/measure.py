@@ -18,6 +18,7 @@ import gc
 import statistics
 import time
 from collections import Counter
+from typing import TextIO
 
 import torch
 
@@ -41,8 +42,9 @@ KINDS = ("latency", "startup", "check", "capture_study")
 PADDED_CHECK_SIZES = (3, 5, 37)  # batch sizes that are not captured: they run a padded graph
 
 
-def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict) -> dict:
-    """Measure one cell.
+def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict,
+            log: TextIO | None = None) -> dict:  # fmt: skip
+    """Measure one cell (the signature every backend's measure() has; log: the cell's log, for progress).
 
     kind: 'latency' | 'startup'; mode: 'eager' | 'cudagraph'; model: a preset dict; workload:
     {'input_len', 'output_len'} for latency; settings: warmup_steps, timed_steps, repeats,
@@ -62,6 +64,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
         raise Unsupported(NO_CUDA)
     args = ModelArgs.from_preset(model)
     torch.manual_seed(s["seed"])
+    _say(log, f"[graph_pool] {kind}, {mode}{f', bs {batch_size}' if batch_size else ''}, on {device}")
     if kind == "startup":
         return _measure_startup(mode, args, s, device)
     if kind in ("check", "capture_study"):
@@ -77,6 +80,11 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
         raise ValueError(f"need 1 <= input_len, output_len and input_len + output_len <= max_seq_len "
                          f"({args.max_seq_len}); got {input_len}, {output_len}")  # fmt: skip
     return _measure_latency(mode, batch_size, args, input_len, output_len, s, device)
+
+
+def _say(log: TextIO | None, line: str) -> None:
+    if log is not None:
+        print(line, file=log, flush=True)
 
 
 def _check_settings(settings: dict) -> dict:
