@@ -243,7 +243,7 @@ def launch_model(
     launches: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The queue model (queue_model.py) against every eager / graph latency pair whose eager cell
-    recorded its launch sequence (the `launches` frame, queue_model.launch_frame).
+    recorded its launch sequence (the `launches` frame, aggregate.parse_launch_details).
 
     Predicted eager step = the queue run on the cell's own kernels, with the host's measured CPU
     enqueue time (else its bare launch costs: basis); predicted speedup = predicted eager /
@@ -596,10 +596,7 @@ def vllm_modes_table(df: pd.DataFrame) -> Table:
             values += [fmt(lookup.value((gpu, backend, sweep, mode, b), "e2e_latency_s_mean")) for b in sizes]
             st = (gpu, backend, startups[0], mode, None) if startups else None
             for metric in ("startup_s", "capture_s", "graph_memory_mb"):
-                v = lookup.value(st, metric) if st else MISSING
-                values.append(
-                    NOT_APPLICABLE if v == NOT_APPLICABLE and mode in ("eager", "compile_nograph") else fmt(v)
-                )
+                values.append(fmt(lookup.value(st, metric) if st else MISSING))
             values += [fmt(lookup.value((gpu, backend, w, mode, None), "serving_output_tok_per_s")) for w in serving]
             model, source = row_origin(lookup, df, gpu, backend)
             rows.append((gpu, model, source, MODE_LABELS.get(mode, mode), *values))

@@ -36,6 +36,7 @@ from .graph_pool.measure import (
     e2e_metrics,
     floor_metrics,
     mean_context,
+    say,
     seconds_per_run,
     seeded_generator,
     step_ms,
@@ -216,11 +217,6 @@ def _generate(model: Llama, step, prompt: torch.Tensor, n_tokens: int) -> torch.
     return torch.cat(out, dim=1)
 
 
-def _say(log: TextIO | None, line: str) -> None:
-    if log is not None:
-        print(line, file=log, flush=True)
-
-
 def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict,
             log: TextIO | None = None) -> dict:  # fmt: skip
     """One cell of the peer (the signature every backend's measure() has; log: the cell's log, for
@@ -257,7 +253,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     )
     # first calls: compilation (and, for reduce-overhead, the warm-up runs and the graph recording)
     if mode in _COMPILE:
-        _say(log, f"[torch_compile] compiling the decode step ({_COMPILE[mode] or 'default mode'}); minutes on a GPU")
+        say(log, f"[torch_compile] compiling the decode step ({_COMPILE[mode] or 'default mode'}); minutes on a GPU")
     t1 = time.perf_counter()
     firsts = []
     with torch.no_grad():
@@ -267,7 +263,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
             sync_device(device)
             firsts.append(time.perf_counter() - t)
     metrics["compile_and_first_steps_s"] = time.perf_counter() - t1
-    _say(log, f"[torch_compile] first three steps (compilation included): {metrics['compile_and_first_steps_s']:.1f} s")
+    say(log, f"[torch_compile] first three steps (compilation included): {metrics['compile_and_first_steps_s']:.1f} s")
     details["first_three_steps_s"] = firsts
     if kind == "startup":
         metrics["startup_s"] = time.perf_counter() - t0

@@ -496,11 +496,12 @@ def _measure_startup(exe, mode, model, model_path, dummy, settings, log, work, d
     env = _child_env({"VLLM_CACHE_ROOT": str(cache)})
     with vllm_server.serve(cmd, port, log, settings["server_start_timeout_s"], env=env, cwd=work) as srv:
         startup_s = srv.startup_s
-    metrics, facts = _startup_facts(srv.log_text(), required=True)
+    text = srv.log_text()
+    metrics, facts = _startup_facts(text, required=True)
     _check_mode_facts(mode, metrics)
     metrics["startup_s"] = startup_s
     details.update(
-        graph_mode=graph_mode_record(mode, srv.log_text()),
+        graph_mode=graph_mode_record(mode, text),
         vllm_version=facts["vllm_version"],
         log_facts=facts,
         health_poll_s=vllm_server.HEALTH_POLL_S,
@@ -540,9 +541,10 @@ def _measure_serving(exe, mode, model, model_path, dummy, workload, settings, lo
     except json.JSONDecodeError as e:
         raise MeasurementError(f"vllm bench serve wrote malformed JSON: {e}") from e
     metrics = vllm_parse.parse_serve_json(data, source="vllm bench serve result")
-    start_metrics, facts = _startup_facts(srv.log_text(), required=False)
+    text = srv.log_text()
+    start_metrics, facts = _startup_facts(text, required=False)
     details.update(
-        graph_mode=graph_mode_record(mode, srv.log_text()),
+        graph_mode=graph_mode_record(mode, text),
         vllm_version=facts.get("vllm_version"),
         raw=data,
         server_startup_s=startup_s,

@@ -64,7 +64,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
         raise Unsupported(NO_CUDA)
     args = ModelArgs.from_preset(model)
     torch.manual_seed(s["seed"])
-    _say(log, f"[graph_pool] {kind}, {mode}{f', bs {batch_size}' if batch_size else ''}, on {device}")
+    say(log, f"[graph_pool] {kind}, {mode}{f', bs {batch_size}' if batch_size else ''}, on {device}")
     if kind == "startup":
         return _measure_startup(mode, args, s, device)
     if kind in ("check", "capture_study"):
@@ -82,7 +82,8 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     return _measure_latency(mode, batch_size, args, input_len, output_len, s, device)
 
 
-def _say(log: TextIO | None, line: str) -> None:
+def say(log: TextIO | None, line: str) -> None:
+    """A progress line in the cell's log (a backend's measure() may be called without one)."""
     if log is not None:
         print(line, file=log, flush=True)
 
