@@ -33,7 +33,13 @@ import numpy as np
 import pandas as pd
 
 KINDS = ("runtime", "driver", "memop")
-KIND_LABELS = {"runtime": "CUDA runtime (ATen, cuBLAS)", "driver": "driver API (Triton)", "memop": "memcpy / memset"}
+# what each kind was on the H200: ATen's kernels through the runtime; Triton's, cuBLAS's nvjet GEMMs
+# and cuDNN's attention through the driver API
+KIND_LABELS = {
+    "runtime": "CUDA runtime (ATen)",
+    "driver": "driver API (Triton, cuBLAS, cuDNN)",
+    "memop": "memcpy / memset",
+}
 BASIS_STEP_HOST = "timed steps' host time"
 BASIS_ENQUEUE = "measured enqueue"
 BASIS_LAUNCH_ONLY = "launch costs only"

@@ -536,8 +536,8 @@ def count_kernels(fn, sequence: bool = False) -> dict:
     memcpy/memset count, and kernel names with counts.
 
     sequence=True adds "launches": every device op of the call in issue order with its device time
-    (gpu_us), its kind ("runtime": launched through the CUDA runtime, as ATen and cuBLAS do;
-    "driver": through the driver API, as Triton does; "memop"), a name index into "names", the
+    (gpu_us), its kind ("runtime": launched through the CUDA runtime, as ATen does;
+    "driver": through the driver API, as Triton, cuBLAS's nvjet GEMMs and cuDNN do; "memop"), a name index into "names", the
     host time its launch call started (issue_us, from the start of the call; None where the
     profiler does not trace the call: the driver API's), and profiled_call_ms, the host time of the
     whole call under the profiler (whose callbacks slow every launch)."""
@@ -599,9 +599,9 @@ def launch_sequence(events) -> dict:
     """The "launches" record of count_kernels from the profiler's kineto events (see there).
 
     Device ops are in GPU start order (one stream: the order they were issued). The profiler
-    traces the CUDA runtime's launch calls (cudaLaunchKernel*, cudaMemcpy*: ATen, cuBLAS) but not
-    the driver API's (cuLaunchKernel*, which Triton's launcher calls): a kernel without a traced
-    call is of kind "driver" and has no issue time (None)."""
+    traces the CUDA runtime's launch calls (cudaLaunchKernel*, cudaMemcpy*: ATen) and, on the
+    H200, cuBLAS's and cuDNN's driver-API ones (cuLaunchKernel*), but not those of Triton's
+    launcher: a kernel without a traced call is of kind "driver" and has no issue time (None)."""
     from torch.autograd import DeviceType
 
     mark = next((e for e in events if e.name() == STEP_MARK and e.device_type() == DeviceType.CPU), None)
