@@ -334,3 +334,18 @@ def test_benchmark_script_runs(tmp_path):
         timeout=120,
     )
     assert "aggregated 300 result files in" in out.stdout
+
+
+def test_a_step_marker_counted_as_a_kernel_is_taken_out(tmp_path):
+    """Files written before the fix counted the profiler's step marker (its device-side
+    annotation, as long as the whole profiled call) as one kernel."""
+    kernels = {"kernels": 1256, "kernel_ms": 70.5, "by_name": {"cgb_step": 1, "k": 1255},
+               "ms_by_name": {"cgb_step": 64.1, "k": 6.4}}  # fmt: skip
+    m = {"kernels_per_step": 1256.0, "gpu_kernel_ms_per_step": 70.5, "launch_us_per_kernel": 10.0}
+    write(tmp_path, CELL, "ok", m, details={"kernels": kernels})
+    row = agg.aggregate(tmp_path)[1].iloc[0]
+    assert row["kernels_per_step"] == 1255 and row["gpu_kernel_ms_per_step"] == pytest.approx(6.4)
+    assert row["launch_us_per_kernel"] == pytest.approx(10.0 * 1256 / 1255)
+    fixed = dict(kernels, kernels=1255, by_name={"k": 1255})
+    write(tmp_path / "new", CELL, "ok", dict(m, kernels_per_step=1255.0), details={"kernels": fixed})
+    assert agg.aggregate(tmp_path / "new")[1].iloc[0]["kernels_per_step"] == 1255  # nothing to correct

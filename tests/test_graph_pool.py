@@ -342,3 +342,13 @@ def test_launch_sequence_names_host_waits_inside_the_step_only():
         _Ev("cudaDeviceSynchronize", "cpu", 0, 160.0, 5.0),  # the caller's sync after the step
     ]
     assert launch_sequence(events)["launches"]["host_waits"] == ["cudaMemcpy"]
+
+
+def test_kernel_summary_leaves_out_the_step_marker():
+    """The marker's device-side annotation spans the whole profiled call: counted as a kernel
+    it added one kernel and the call's length (64 ms on a 23 ms eager step) to every summary."""
+    from cudagraph_bench.backends.graph_pool.measure import STEP_MARK, kernel_summary
+
+    out = kernel_summary([(STEP_MARK, 64_000.0), ("gemv", 3.0), ("gemv", 5.0), ("Memcpy DtoD", 1.0)])
+    assert out == {"kernels": 2, "memops": 1, "kernel_ms": 0.008, "by_name": {"gemv": 2},
+                   "ms_by_name": {"gemv": 0.008}}  # fmt: skip

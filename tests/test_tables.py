@@ -303,3 +303,18 @@ def test_a_step_that_waits_for_the_gpu_is_not_called_a_queue(tmp_path):
     )
     (table_row,) = rows_of(T.model_table(df, launches))
     assert table_row["Queue model"] == row["regime"]
+
+
+def test_an_unmeasurable_enqueue_alone_does_not_make_a_step_wait_for_the_gpu(tmp_path):
+    """torch_compile's eager step (1,256 launches) blocks an enqueue measured behind a busy GPU,
+    though it makes no host call that waits: the model still scores it."""
+    for mode in ("eager", "cudagraph"):
+        m = graph_pool_latency(1, mode, cpu_ms=8.0, gpu_ms=4.0)
+        details = {}
+        if mode == "eager":
+            m["step_host_ms_median"] = 8.0
+            details = {"launches": launches_detail(100, 4.0), "cpu_enqueue": {"error": "not measurable"}}
+        write(tmp_path, Cell("g", "torch_compile", "latency", mode, 1), "ok", m, details=details)
+    records, df = agg.aggregate(tmp_path)
+    (row,) = T.launch_model(df, launches=agg.parse_launch_details(records)).to_dict("records")
+    assert row["regime"] == "launch-bound" and row["holds"] is True

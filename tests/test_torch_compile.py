@@ -45,11 +45,22 @@ def test_startup_eager_and_cuda_only_modes():
             tc.measure("latency", mode, 1, TINY, {"input_len": 4, "output_len": 3}, SETTINGS)
 
 
-def test_kv_heads_repeat_as_repeat_interleave():
-    from cudagraph_bench.backends.torch_compile import repeat_kv
-
-    k = torch.randn(2, 3, 5, 4)
-    assert torch.equal(repeat_kv(k, 4), k.repeat_interleave(4, dim=1))
+@pytest.mark.parametrize("t", [1, 3])
+def test_grouped_attention_equals_attention_over_repeated_kv_heads(t):
+    """Folding a kv head's query heads into the query length is the same attention as gpt-fast's
+    repeat_interleave of K and V, for a decode step (t=1) and a prefill with a causal mask (t=3)."""
+    g = torch.Generator().manual_seed(0)
+    b, kv, rep, s, d = 2, 3, 4, 7, 8
+    q = torch.randn(b, kv * rep, t, d, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(b, kv, s, d, generator=g, dtype=torch.float64) for _ in range(2))
+    pos = torch.arange(s - t, s) - 1  # the t query positions; the cache's last slot stays masked
+    mask = torch.tril(torch.ones(s, s, dtype=torch.bool))[None, None, pos]
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1), attn_mask=mask
+    )
+    got = tc.grouped_attention(q, k, v, mask)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_the_kv_cache_is_sized_to_the_request_as_gpt_fast_does():

@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from .cells import DEFAULT_RESULTS_DIR, Cell, cell_from_path, find_result_files
+from .host import STEP_MARK
 from .results import SCHEMA_PATH, STATUSES, ResultFileError, load_result, write_atomic  # noqa: F401 - re-exported
 
 # model: spec.model.name of the file (every row names the model it measured).
@@ -250,6 +251,27 @@ def _shape(path: str, spec: dict) -> dict:
     return out
 
 
+def _without_step_mark(row: dict, details) -> dict:
+    """Kernel metrics of a file whose kernel summary (details.kernels) counted the profiler's
+    step marker as a kernel (files written before the fix): the marker's count and time taken
+    out, the rest as measured. {} where there is nothing to correct."""
+    kern = details.get("kernels") if isinstance(details, dict) else None
+    if not isinstance(kern, dict) or STEP_MARK not in (kern.get("by_name") or {}):
+        return {}
+    n = kern["by_name"][STEP_MARK]
+    ms = (kern.get("ms_by_name") or {}).get(STEP_MARK, 0.0)
+    out = {}
+    if "kernels_per_step" in row:
+        out["kernels_per_step"] = row["kernels_per_step"] - n
+        if "launch_us_per_kernel" in row and out["kernels_per_step"] > 0:
+            out["launch_us_per_kernel"] = (
+                row["launch_us_per_kernel"] * row["kernels_per_step"] / out["kernels_per_step"]
+            )
+    if "gpu_kernel_ms_per_step" in row:
+        out["gpu_kernel_ms_per_step"] = row["gpu_kernel_ms_per_step"] - ms
+    return out
+
+
 def _row(record: dict) -> dict:
     """One record -> one flat row. Raises AggregationError naming the file."""
     path = record.get("path", "<unknown file>")
@@ -289,6 +311,7 @@ def _row(record: dict) -> dict:
         if not _is_number(v) or not math.isfinite(v):
             raise _fail(path, f"metrics/{name}", v)
         row[name] = float(v)
+    row.update(_without_step_mark(row, res.get("details")))
     row.update(_shape(path, res.get("spec", {})))
     prov = res.get("provenance")
     if not isinstance(prov, dict):
@@ -398,16 +421,15 @@ def parse_capture_details(records: list[dict]) -> pd.DataFrame:
     return capture_frame(rows)
 
 
-# waits_for_gpu: why the cell's step waits for the GPU ("" if it does not): its CPU enqueue time
-# could not be measured (details.cpu_enqueue.error), or the host calls inside it that wait
-# (details.launches.host_waits)
+# waits_for_gpu: why the cell's step waits for the GPU ("" if it does not): the host calls inside
+# the profiled step that wait for it (details.launches.host_waits). A CPU enqueue time that could
+# not be measured (details.cpu_enqueue.error) is no such evidence: a step of more launches than
+# the driver queues ahead of a busy GPU (torch_compile's eager step: 1,256) blocks there too.
 LAUNCH_COLUMNS = ["gpu", "model", "backend", "workload", "mode", "batch_size", "i", "kind", "name", "gpu_us",
                   "waits_for_gpu", "path"]  # fmt: skip
 
 
-def _waits_for_gpu(details: dict, seq: dict) -> str:
-    if isinstance(details.get("cpu_enqueue"), dict) and details["cpu_enqueue"].get("error"):
-        return "its CPU enqueue time is not measurable (the step waits for the GPU)"
+def _waits_for_gpu(seq: dict) -> str:
     waits = seq.get("host_waits") or []
     return f"it calls {', '.join(waits)} (host calls that wait for the GPU)" if waits else ""
 
@@ -431,7 +453,7 @@ def parse_launch_details(records: list[dict]) -> pd.DataFrame:
             cell.get("batch_size"),
         )
         names = seq["names"]
-        waits = _waits_for_gpu(res["details"], seq)
+        waits = _waits_for_gpu(seq)
         for i, (kind, name, d) in enumerate(zip(seq["kind"], seq["name"], seq["gpu_us"], strict=True)):
             rows.append((*base, i, kind, names[name], float(d), waits, path))
     df = pd.DataFrame.from_records(rows, columns=LAUNCH_COLUMNS)

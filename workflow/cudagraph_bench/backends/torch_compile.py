@@ -10,7 +10,9 @@ Modes (cell modes):
 The model is what gpt-fast writes, not the pool's code: an ``nn.Module`` whose KV cache is a
 pair of buffers ``[B, H_kv, S, D]`` updated with ``index_copy_``, ``F.rms_norm``, RoPE,
 ``scaled_dot_product_attention`` over the whole cache window with a causal mask, cuBLAS linears
-(fused QKV; separate gate, up and down projections). Every sequence of a batch is at the same
+(fused QKV; separate gate, up and down projections). One departure, for speed: grouped-query
+attention reads each cached K and V once (``grouped_attention``) where gpt-fast copies them per
+query head. Every sequence of a batch is at the same
 position, as in ``vllm bench latency``. Weights are random (seeded) of the configured shape; the
 compile time belongs to the startup cell (and is recorded in every cell).
 """
@@ -81,9 +83,7 @@ class Attention(nn.Module):
         k = _rope(k.view(B, T, self.n_kv_heads, self.head_dim), cos, sin).transpose(1, 2)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         k, v = self.kv_cache.update(input_pos, k, v)
-        rep = self.n_heads // self.n_kv_heads
-        k, v = repeat_kv(k, rep), repeat_kv(v, rep)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = grouped_attention(q, k, v, mask)
         return self.wo(y.transpose(1, 2).reshape(B, T, q_size))
 
 
@@ -146,10 +146,21 @@ class Llama(nn.Module):
         return self.output(x).float()
 
 
-def repeat_kv(t: torch.Tensor, rep: int) -> torch.Tensor:
-    """[B, H_kv, S, D] -> [B, H_kv * rep, S, D], each kv head serving `rep` consecutive query heads:
-    repeat_interleave(rep, dim=1)'s result without its host-GPU sync on every eager call."""
-    return t[:, :, None].expand(-1, -1, rep, -1, -1).flatten(1, 2)
+def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Grouped-query attention: q [B, H, T, D], k and v [B, H_kv, S, D] (each kv head serving `rep`
+    = H / H_kv consecutive query heads), mask [1, 1, T, S] -> [B, H, T, D].
+
+    The rep query heads of a kv head are folded into the query-length dimension ([B, H_kv, rep*T,
+    D], the mask's rows repeated to match), so attention reads each cached K and V once, as
+    vLLM's and FlashInfer's decode kernels do. gpt-fast instead repeats K and V rep times
+    (repeat_interleave) before SDPA: a copy of the whole cache window every layer and step, which
+    on the H200 took 1.1 ms of a 7.1 ms graph step at batch 16 and 4.2 of 13.2 at batch 64."""
+    B, H, T, D = q.shape
+    kv = k.shape[1]
+    rep = H // kv
+    qg = q.reshape(B, kv, rep * T, D)  # head h = g * rep + r: rows (r, t) of group g
+    y = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask.repeat(1, 1, rep, 1))
+    return y.view(B, H, T, D)
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from typing import TextIO
 import torch
 
 from cudagraph_bench.errors import MeasurementError, Unsupported
-from cudagraph_bench.host import host_metrics, host_record, quantile, step_metrics, timed_until_stable
+from cudagraph_bench.host import STEP_MARK, host_metrics, host_record, quantile, step_metrics, timed_until_stable
 
 from .model import ModelArgs, Transformer, build_model, triton_unsupported_reason
 from .pool import CUDAGraphPool, compare, validate_capture_sizes
@@ -522,7 +522,6 @@ def floor_metrics(args: ModelArgs, batch: int, context_len: float, step_ms_: flo
             "decode_step_over_floor": step_ms_ / floor}  # fmt: skip
 
 
-STEP_MARK = "cgb_step"
 # runtime calls that block the host until the GPU is done (or may): synchronisations, blocking copies, allocation
 HOST_WAIT_APIS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMalloc", "cudaFree",
                   "cudaHostAlloc", "cuStreamSynchronize", "cuCtxSynchronize", "cuMemAlloc", "cuMemFree")  # fmt: skip
@@ -550,28 +549,33 @@ def count_kernels(fn, sequence: bool = False) -> dict:
         with record_function(STEP_MARK):
             fn()
         torch.cuda.synchronize()
+    out = kernel_summary((e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA)
+    if sequence:
+        out.update(launch_sequence(list(prof.profiler.kineto_results.events())))
+    return out
+
+
+def kernel_summary(device_events) -> dict:
+    """count_kernels' summary of a profiled call's device events, given as (name, µs) pairs: the
+    step marker's device-side annotation is not a kernel; memcpy / memset are counted apart."""
     names: Counter = Counter()
     us_by_name: Counter = Counter()
     memops = 0
-    for e in prof.events():
-        if e.device_type != DeviceType.CUDA:
+    for name, us in device_events:
+        if name == STEP_MARK:
             continue
-        if e.name.startswith(("Memcpy", "Memset")):
+        if name.startswith(("Memcpy", "Memset")):
             memops += 1
             continue
-        name = _short(e.name)
-        names[name] += 1
-        us_by_name[name] += e.time_range.elapsed_us()
-    out = {
+        names[_short(name)] += 1
+        us_by_name[_short(name)] += us
+    return {
         "kernels": sum(names.values()),
         "memops": memops,
         "kernel_ms": sum(us_by_name.values()) / 1e3,
         "by_name": dict(names.most_common()),
         "ms_by_name": {k: v / 1e3 for k, v in us_by_name.most_common()},
     }
-    if sequence:
-        out.update(launch_sequence(list(prof.profiler.kineto_results.events())))
-    return out
 
 
 def _short(name: str) -> str:
@@ -685,7 +689,11 @@ def cpu_enqueue_ms(fn, reps: int = 10) -> dict:
         else:
             busy_ms *= 2
     if not times:
-        raise RuntimeError("the GPU never stayed busy through an enqueue; cpu_enqueue_ms is not measurable")
+        raise RuntimeError(
+            f"the host never finished enqueueing a call before the GPU went idle (kept busy for up to "
+            f"{busy_ms / 2:.0f} ms): the call waits for the GPU, or it issues more launches than the "
+            "driver queues ahead of a busy GPU; cpu_enqueue_ms is not measurable"
+        )
     return {"median_ms": statistics.median(times), "min_ms": min(times), "valid_reps": valid, "reps": reps}
 
 
