@@ -598,11 +598,13 @@ def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
                                 f"{T.fmt(v / f)}×",
                                 (bs, v),
                                 textcoords="offset points",
-                                # one backend's labels below its points, the next one's above
-                                xytext=(0, -10 if b_i % 2 == 0 else 4),
-                                ha="center",
+                                # beside the point (left of the last one); one backend's labels
+                                # below its line, the next one's above; a backdrop keeps lines off them
+                                xytext=(-5 if bs == sizes[-1] else 5, -10 if b_i % 2 == 0 else 4),
+                                ha="right" if bs == sizes[-1] else "left",
                                 fontsize=6,
                                 color=MODE_COLORS[mode],
+                                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
                             )
                 ax.plot(xs, ys, color=MODE_COLORS[mode], marker=BACKEND_MARKERS.get(backend, "^"), ms=4, lw=1.2)
             floor = sorted(dict(floor).items())
