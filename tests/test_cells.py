@@ -119,3 +119,17 @@ def test_every_list_of_modes_is_cells_modes():
     assert config_schema["properties"]["study"]["properties"]["modes"]["items"]["enum"] == list(cells.MODES)
     assert result_schema["properties"]["cell"]["properties"]["mode"]["enum"] == list(cells.MODES)
     assert {m for modes in cells.BACKEND_MODES.values() for m in modes} == set(cells.MODES)
+
+
+def test_the_shared_server_workloads_are_left_out_of_the_per_cell_rule():
+    import re
+
+    config = yaml.safe_load(open("config/config.yaml"))
+    shared = cells.shared_server_workloads(config, "vllm")
+    assert shared == [w for w in config["study"]["workloads"] if config["workloads"][w]["kind"] == "serving"]
+    assert cells.shared_server_workloads(config, "graph_pool") == []
+    pattern = re.compile(rf"raw/(?P<workload>{cells.workload_pattern(shared)})/eager/single\.json")
+    for w in config["study"]["workloads"]:
+        assert bool(pattern.fullmatch(f"raw/{w}/eager/single.json")) == (w not in shared), w
+    assert pattern.fullmatch("raw/serving_inf2/eager/single.json")  # only the names themselves
+    assert cells.workload_pattern([]) == cells.WORKLOAD_RE

@@ -135,7 +135,7 @@ def test_the_executor_refreshes_the_line_on_its_polls():
     ex.status_rate_limiter = contextlib.nullcontext()
     ex.sacct_calls, ex._poll_s = 0, 1.0
     job = SimpleNamespace(job_id="42", state="RUNNING")  # a local submitit job, still running
-    info = SimpleNamespace(aux={"submitit_job": job, "key": KEY})
+    info = SimpleNamespace(aux={"submitit_job": job, "keys": [KEY]})
     ex.progress.submitted(KEY, "42")
 
     async def one_poll():
@@ -147,3 +147,26 @@ def test_the_executor_refreshes_the_line_on_its_polls():
     assert log.lines[-1] == (
         "cells: 1 submitted, 0 pending, 1 running (local/graph_pool/latency/eager/bs1 for 31s), 0 done, 0 failed"
     )
+
+
+def test_a_job_of_two_cells_counts_and_finishes_as_two():
+    """One server for a mode's two serving cells: one job, two result files, two cells in the line."""
+    log, clock = FakeLogger(), Clock()
+    ex = Executor.__new__(Executor)
+    ex.progress = Progress(log, clock)
+    ex.settings = SimpleNamespace(launcher="local", min_poll_s=1.0, max_poll_s=30.0)
+    ex.status_rate_limiter = contextlib.nullcontext()
+    ex.sacct_calls, ex._poll_s = 0, 1.0
+    ex.registry = SimpleNamespace(forget=lambda key: None)
+    keys = [f"results/raw/h200/vllm/{w}/cudagraph/single.json" for w in ("serving_inf", "serving_rr6")]
+    job = SimpleNamespace(job_id="7", state="FINISHED", exception=lambda: None)
+    info = SimpleNamespace(aux={"submitit_job": job, "keys": keys})
+    ex.report_job_success = lambda info: None
+    for key in keys:
+        ex.progress.submitted(key, "7")
+
+    async def one_poll():
+        return [i async for i in ex.check_active_jobs([info])]
+
+    assert asyncio.run(one_poll()) == []
+    assert log.lines[-1] == "cells: 2 submitted, 0 pending, 0 running, 2 done, 0 failed"

@@ -1,12 +1,15 @@
-"""The cell runner's outcomes that need no GPU: a GPU type that expects a GPU and finds none."""
+"""The cell runner's outcomes that need no GPU: a GPU type that expects a GPU and finds none, and
+the serving cells of one mode measured against one (fake) vLLM server."""
 
 import io
 import json
+import os
 import stat
 
+import pytest
 import yaml
 from cudagraph_bench import cells
-from cudagraph_bench.runner import run_cell
+from cudagraph_bench.runner import run_cell, run_shared_server_cells
 
 
 def _spec(gpu: str, workload: str = "latency", mode: str = "eager", bs: int | None = 1) -> dict:
@@ -53,3 +56,78 @@ def test_every_backend_measure_takes_the_same_arguments():
 
     params = [list(inspect.signature(m.measure).parameters) for m in (graph_pool, vllm, torch_compile)]
     assert params[0] == params[1] == params[2] == ["kind", "mode", "batch_size", "model", "workload", "settings", "log"]
+
+
+FAKE_VLLM = os.path.abspath("tests/data/vllm/fake_vllm.py")
+
+
+def _serving_specs(tmp_path) -> list[dict]:
+    """The two serving cells (rr=inf, rr=6) of vLLM's cudagraph mode on the local GPU type, run by
+    the fake `vllm` against a tiny model directory."""
+    import sys
+
+    config = yaml.safe_load(open("config/config.yaml"))
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text('{"model_type": "llama"}')
+    (model_dir / "tokenizer.json").write_text("{}")
+    sg = tmp_path / "sg.json"
+    sg.write_text("[]")
+    config["models"][config["study"]["model"]]["vllm_model_dir"] = str(model_dir)
+    config["vllm"] |= {"executable": f"{sys.executable} {FAKE_VLLM}", "sharegpt_path": str(sg),
+                       "server_start_timeout_s": 20}  # fmt: skip
+    config["study"]["workloads"] = ["serving_inf", "serving_rr6"]
+    workloads = cells.shared_server_workloads(config, "vllm")
+    assert workloads == ["serving_inf", "serving_rr6"]
+    return [cells.job_spec(config, cells.Cell("local", "vllm", w, "cudagraph")) for w in workloads]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch, tmp_path):
+    from cudagraph_bench.backends import vllm
+
+    monkeypatch.setattr(vllm, "gpu_visible", lambda: True)
+    monkeypatch.setenv("FAKE_VLLM_ARGV", str(tmp_path / "argv.jsonl"))
+    monkeypatch.delenv("FAKE_VLLM", raising=False)
+    return lambda: [json.loads(x)[:2] for x in (tmp_path / "argv.jsonl").read_text().splitlines()]
+
+
+def test_the_serving_cells_of_one_mode_share_one_server(tmp_path, fake_vllm):
+    specs, outs = _serving_specs(tmp_path), [str(tmp_path / "inf.json"), str(tmp_path / "rr6.json")]
+    results = run_shared_server_cells(specs, outs, io.StringIO())
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    assert [a[0] for a in fake_vllm()] == ["serve", "bench", "bench"]  # one server, two benchmarks
+    shared = results[0]["details"]["shared_server"]
+    assert shared["cells"] == [cells.Cell(**s["cell"]).slug for s in specs]
+    # each cell's wall time is its benchmark plus its share of the start-up: together, the job's time
+    walls = [r["provenance"]["wall_s"] for r in results]
+    assert sum(walls) == pytest.approx(shared["job_wall_s"], abs=0.01)
+
+
+def test_a_rate_already_measured_is_kept_and_the_other_measured_alone(tmp_path, fake_vllm):
+    specs, outs = _serving_specs(tmp_path), [str(tmp_path / "inf.json"), str(tmp_path / "rr6.json")]
+    run_shared_server_cells(specs, outs, io.StringIO())
+    kept = open(outs[0]).read()
+    os.remove(outs[1])  # e.g. moved aside by rerun-errors
+    (tmp_path / "argv.jsonl").unlink()
+    (result,) = run_shared_server_cells(specs, outs, io.StringIO())
+    assert result["cell"]["workload"] == "serving_rr6" and result["status"] == "ok"
+    assert open(outs[0]).read() == kept
+    assert [a[0] for a in fake_vllm()] == ["serve", "bench"]
+    assert run_shared_server_cells(specs, outs, io.StringIO()) == []  # nothing missing: no server
+
+
+def test_one_failed_rate_does_not_fail_the_other(tmp_path, fake_vllm, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM", "bench_fails_at_rate_6")
+    specs, outs = _serving_specs(tmp_path), [str(tmp_path / "inf.json"), str(tmp_path / "rr6.json")]
+    inf, rr6 = run_shared_server_cells(specs, outs, io.StringIO())
+    assert inf["status"] == "ok" and rr6["status"] == "error" and "exited with code 1" in rr6["reason"]
+
+
+def test_a_server_that_never_starts_fails_every_cell_it_serves(tmp_path, fake_vllm, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM", "serve_dies")
+    specs, outs = _serving_specs(tmp_path), [str(tmp_path / "inf.json"), str(tmp_path / "rr6.json")]
+    results = run_shared_server_cells(specs, outs, io.StringIO())
+    assert [r["status"] for r in results] == ["error", "error"]
+    assert all("during start-up" in r["reason"] for r in results)
+    assert all(json.load(open(p))["status"] == "error" for p in outs)

@@ -621,3 +621,40 @@ def test_a_downgraded_graph_mode_is_written_down(fake, model_dir, monkeypatch):
         "PIECEWISE",
         True,
     )
+
+
+def test_one_server_serves_two_rates_with_its_prefix_cache_emptied_between(fake, model_dir, tmp_path):
+    """A second benchmark on the same server without the reset fails in the fake (its prompts
+    would be served from the first run's cache): both pass here, against one `vllm serve`."""
+    sg = tmp_path / "sg.json"
+    sg.write_text("[]")
+    rates = (float("inf"), 6.0)
+    with vllm.serving_session("cudagraph", model(model_dir), fake, io.StringIO()) as session:
+        results = [
+            session.bench({"dataset": "sharegpt", "dataset_path": str(sg), "num_prompts": 200, "request_rate": r})
+            for r in rates
+        ]
+    assert [r["details"]["request_rate"] for r in results] == ["inf", "6"]
+    assert [r["details"]["server_bench"] for r in results] == [1, 2]
+    assert all(r["details"]["env"]["VLLM_SERVER_DEV_MODE"] == "1" for r in results)
+    argv = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()]
+    assert [a[:2] for a in argv] == [["serve", str(model_dir)], ["bench", "serve"], ["bench", "serve"]]
+
+
+def test_a_prefix_cache_that_cannot_be_emptied_is_an_error(fake, model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM", "reset_fails")
+    monkeypatch.setattr(vllm, "RESET_TRIES", 2)
+    wl = {"dataset": "random", "random_input_len": 8, "random_output_len": 8, "num_prompts": 2, "request_rate": 6}
+    with vllm.serving_session("eager", model(model_dir), fake, io.StringIO()) as session:
+        with pytest.raises(MeasurementError, match="did not empty its prefix cache"):
+            session.bench(wl)
+
+
+def test_the_fake_refuses_a_second_benchmark_without_the_reset(fake, model_dir, monkeypatch):
+    """The control of the test above: without emptying the cache the second rate fails."""
+    monkeypatch.setattr(vllm.ServingSession, "reset_prefix_cache", lambda self: None)
+    wl = {"dataset": "random", "random_input_len": 8, "random_output_len": 8, "num_prompts": 2, "request_rate": 6}
+    with vllm.serving_session("eager", model(model_dir), fake, io.StringIO()) as session:
+        session.bench(wl)
+        with pytest.raises(MeasurementError, match="exited with code 1"):
+            session.bench(wl)

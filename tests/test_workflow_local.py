@@ -104,6 +104,17 @@ def test_full_local_run_produces_results_tables_and_figures(finished_study):
     assert statuses[("graph_pool", "eager")] == "ok"
     assert statuses[("graph_pool", "cudagraph")] == "unsupported"
     assert statuses[("vllm", "eager")] == "unsupported"
+    # the serving cells of one mode were one job (one server), each with its own result file
+    jobs = {}
+    for line in proc.stderr.splitlines():
+        if line.startswith("submitted ") and "/vllm/serving_" in line:
+            path, job = line.split("submitted ", 1)[1].split(" as job ")
+            jobs.setdefault(job, []).append(path.split("/raw/", 1)[1])
+    assert sorted(sorted(v) for v in jobs.values()) == [
+        [f"local/vllm/{w}/{mode}/single.json" for w in ("serving_a", "serving_b")] for mode in ("cudagraph", "eager")
+    ]
+    serving = json.loads((workdir / f"{RAW}/vllm/serving_b/eager/single.json").read_text())
+    assert serving["status"] == "unsupported" and len(serving["details"]["shared_server"]["cells"]) == 2
     lat = json.loads((workdir / f"{RAW}/graph_pool/latency/eager/bs4.json").read_text())
     assert lat["metrics"]["decode_step_ms_median"] > 0
     assert lat["metrics"]["output_tokens_per_s"] > 0

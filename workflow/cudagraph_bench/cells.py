@@ -38,6 +38,10 @@ KIND_MODES = {
     "check": ("cudagraph",),
     "capture_study": ("cudagraph",),
 }
+# Kinds whose cells of one (GPU, backend, mode) share one job and one server (as `vllm bench
+# sweep serve` does): a serving cell's measurement is a benchmark against a started server, and
+# the start is most of its cost. Each cell still writes its own result file.
+SHARED_SERVER_KINDS = {"vllm": ("serving",)}
 # Every cell mode, in the order tables show them; the config and result schemas list the same.
 MODES = ("eager", "cudagraph", "compile_nograph", "piecewise", "full_decode_only")
 BACKEND_MODES = {
@@ -198,6 +202,25 @@ def iter_cells(config: dict) -> Iterator[Cell]:
                     sizes = batch_sizes(config, workload)
                     for bs in sizes if sizes is not None else [None]:
                         yield Cell(gpu, backend, workload, mode, bs)
+
+
+# A workload name as the rules' wildcard matches it (the config schema allows the same names).
+WORKLOAD_RE = r"[a-z0-9][a-z0-9._-]*"
+
+
+def workload_pattern(exclude: list[str]) -> str:
+    """The rules' workload wildcard pattern, except the names in `exclude` (a path segment: the
+    name is followed by '/')."""
+    if not exclude:
+        return WORKLOAD_RE
+    return rf"(?!(?:{'|'.join(re.escape(w) for w in exclude)})/){WORKLOAD_RE}"
+
+
+def shared_server_workloads(config: dict, backend: str) -> list[str]:
+    """The study's workloads whose cells of `backend` share one server job per (GPU, mode), in
+    study order (SHARED_SERVER_KINDS); the backend's other workloads get a job per cell."""
+    kinds = SHARED_SERVER_KINDS.get(backend, ())
+    return [w for w in config["study"]["workloads"] if config["workloads"][w]["kind"] in kinds]
 
 
 def config_hash(config: dict) -> str:

@@ -87,12 +87,9 @@ def _graph_pool(spec: dict, log: TextIO) -> dict:
     return measure(spec["kind"], cell.mode, cell.batch_size, spec["model"], spec["workload"], settings, log)
 
 
-def _vllm(spec: dict, log: TextIO) -> dict:
-    from .backends.vllm import measure
-
-    cell = Cell(**spec["cell"])
+def _vllm_settings(spec: dict) -> dict:
     v = spec["vllm"]
-    settings = {
+    return {
         "num_iters_warmup": v["num_iters_warmup"],
         "num_iters": v["num_iters"],
         "server_start_timeout_s": v["server_start_timeout_s"],
@@ -101,10 +98,25 @@ def _vllm(spec: dict, log: TextIO) -> dict:
         "extra_args": list(v.get("extra_args", [])),
         "vllm_executable": v["executable"],
     }
-    workload = dict(spec["workload"])
-    if spec["kind"] == "serving":
-        workload.setdefault("dataset_path", v.get("sharegpt_path"))
-    return measure(spec["kind"], cell.mode, cell.batch_size, spec["model"], workload, settings, log)
+
+
+def _serving_workload(spec: dict) -> dict:
+    return dict(spec["workload"], dataset_path=spec["workload"].get("dataset_path", spec["vllm"].get("sharegpt_path")))
+
+
+def _vllm(spec: dict, log: TextIO) -> dict:
+    from .backends.vllm import measure
+
+    cell = Cell(**spec["cell"])
+    workload = _serving_workload(spec) if spec["kind"] == "serving" else spec["workload"]
+    return measure(spec["kind"], cell.mode, cell.batch_size, spec["model"], workload, _vllm_settings(spec), log)
+
+
+def _session(spec: dict, log: TextIO):
+    """The shared server of a backend's serving cells (vLLM's serving_session)."""
+    from .backends.vllm import serving_session
+
+    return serving_session(spec["cell"]["mode"], spec["model"], _vllm_settings(spec), log)
 
 
 def _torch_compile(spec: dict, log: TextIO) -> dict:
@@ -123,32 +135,26 @@ def _measure(spec: dict, log: TextIO) -> dict:
     return _BACKENDS[spec["cell"]["backend"]](spec, log)
 
 
-def run_cell(spec: dict, out_path: str, log: TextIO) -> dict:
-    """Measure the cell described by `spec` (cells.job_spec) and write its result to `out_path`.
-
-    Returns the result written. Never raises for a measurement outcome; raises
-    only if the result cannot be written.
-    """
-    cell = Cell(**spec["cell"])
-    started, t0 = utc_now(), time.perf_counter()
-    status, reason, metrics, details = "ok", None, {}, {}
-    print(f"[cgb] cell {cell.slug}: {spec['kind']} on {cell.gpu}, started {started}", file=log, flush=True)
+def _outcome(measure, log: TextIO) -> tuple[str, str | None, dict, dict]:
+    """(status, reason, metrics, details) of calling measure() -> {"metrics", "details"}: every
+    outcome of a measurement, never an exception (an unexpected one's traceback goes to the log)."""
     try:
-        _inject(spec)
-        _check_device(spec)
-        out = _measure(spec, log)
-        metrics, details = out["metrics"], out.get("details", {})
+        out = measure()
+        return "ok", None, out["metrics"], out.get("details", {})
     except Unsupported as e:
-        status, reason = "unsupported", str(e)
+        return "unsupported", str(e), {}, {}
     except MeasurementError as e:
-        status, reason = "error", str(e)
-        details = getattr(e, "details", {})  # e.g. every comparison of a failed correctness check
+        return "error", str(e), {}, getattr(e, "details", {})  # e.g. every comparison of a failed check
     except Exception as e:  # noqa: BLE001 - every outcome must be written
-        if _is_cuda_oom(e):
-            status, reason = "oom", f"CUDA out of memory: {e}"
-        else:
-            status, reason = "error", f"{type(e).__name__}: {e}"
         traceback.print_exc(file=log)
+        if _is_cuda_oom(e):
+            return "oom", f"CUDA out of memory: {e}", {}, {}
+        return "error", f"{type(e).__name__}: {e}", {}, {}
+
+
+def _write(spec: dict, out_path: str, outcome: tuple, started: str, wall_s: float, log: TextIO) -> dict:
+    cell = Cell(**spec["cell"])
+    status, reason, metrics, details = outcome
     if status != "ok":
         metrics = {}
         print(f"[cgb] cell {cell.slug}: {status}: {reason}", file=log, flush=True)
@@ -161,8 +167,74 @@ def run_cell(spec: dict, out_path: str, log: TextIO) -> dict:
         details=details,
         spec={k: spec[k] for k in ("workload", "model", "measurement") if k in spec},
         # wall_s: the cell's own time in its job (model build, compile, measurement), for GPU-hours
-        prov=provenance(spec["config_hash"], started) | {"wall_s": round(time.perf_counter() - t0, 3)},
+        prov=provenance(spec["config_hash"], started) | {"wall_s": round(wall_s, 3)},
     )
     write_result(out_path, result)
     print(f"[cgb] cell {cell.slug}: {status}, wrote {out_path}", file=log, flush=True)
     return result
+
+
+def run_cell(spec: dict, out_path: str, log: TextIO) -> dict:
+    """Measure the cell described by `spec` (cells.job_spec) and write its result to `out_path`.
+
+    Returns the result written. Never raises for a measurement outcome; raises
+    only if the result cannot be written.
+    """
+    cell = Cell(**spec["cell"])
+    started, t0 = utc_now(), time.perf_counter()
+    print(f"[cgb] cell {cell.slug}: {spec['kind']} on {cell.gpu}, started {started}", file=log, flush=True)
+
+    def measure() -> dict:
+        _inject(spec)
+        _check_device(spec)
+        return _measure(spec, log)
+
+    return _write(spec, out_path, _outcome(measure, log), started, time.perf_counter() - t0, log)
+
+
+def run_shared_server_cells(specs: list[dict], out_paths: list[str], log: TextIO) -> list[dict]:
+    """The serving cells of one (GPU, backend, mode), one result file each, against one server.
+
+    A cell whose result file exists is kept as it is (its job reruns only for the others: a
+    failed rate, once `rerun-errors` has moved its file aside, is measured again alone). The
+    server's start-up is shared: each measured cell's wall_s is its own benchmark plus its share
+    of the start-up, and details.shared_server names the cells that shared it. Returns the
+    results written."""
+    todo = [(s, p) for s, p in zip(specs, out_paths, strict=True) if not os.path.exists(p)]
+    for spec, path in zip(specs, out_paths, strict=True):
+        if (spec, path) not in todo:
+            print(f"[cgb] cell {Cell(**spec['cell']).slug}: kept, {path} exists", file=log, flush=True)
+    if not todo:
+        return []
+    first = todo[0][0]
+    slugs = [Cell(**s["cell"]).slug for s, _ in todo]
+    started, t0 = utc_now(), time.perf_counter()
+    print(f"[cgb] cells {', '.join(slugs)}: one server, started {started}", file=log, flush=True)
+    outcomes: list[tuple] = []
+    bench_s: list[float] = []
+
+    def measure_all() -> dict:
+        _check_device(first)
+        with _session(first, log) as session:
+            for spec, _ in todo:
+
+                def one(spec=spec) -> dict:
+                    _inject(spec)
+                    return session.bench(_serving_workload(spec))
+
+                t = time.perf_counter()
+                outcomes.append(_outcome(one, log))
+                bench_s.append(time.perf_counter() - t)
+        return {"metrics": {}}
+
+    shared = _outcome(measure_all, log)  # the server's own outcome: a failed start fails every cell left
+    total = time.perf_counter() - t0
+    overhead = (total - sum(bench_s)) / len(todo)
+    results = []
+    for i, (spec, path) in enumerate(todo):
+        outcome = outcomes[i] if i < len(outcomes) else shared
+        status, reason, metrics, details = outcome
+        details = dict(details, shared_server={"cells": slugs, "job_wall_s": round(total, 3)})
+        wall = (bench_s[i] if i < len(bench_s) else 0.0) + overhead
+        results.append(_write(spec, path, (status, reason, metrics, details), started, wall, log))
+    return results

@@ -38,7 +38,7 @@ if config.get("rerun_errors"):
 
 
 wildcard_constraints:
-    workload=r"[a-z0-9][a-z0-9._-]*",
+    workload=cgb_cells.WORKLOAD_RE,
     mode="|".join(cgb_cells.MODES),
     point=r"bs[1-9][0-9]*|single",
 

@@ -1,4 +1,5 @@
-"""Snakemake script for the cell rules (cell_<backend>_<gpu>): measure one cell, write its result file."""
+"""Snakemake script for the cell rules: measure one cell (cell_<backend>_<gpu>), or the serving
+cells of one mode against one server (serving_<backend>_<gpu>); one result file per cell."""
 
 import sys
 from pathlib import Path
@@ -6,12 +7,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
 
 from cudagraph_bench.cells import cell_from_path, job_spec  # noqa: E402
-from cudagraph_bench.runner import run_cell  # noqa: E402
+from cudagraph_bench.runner import run_cell, run_shared_server_cells  # noqa: E402
 
 # The job sees the same config files as the planning process (Snakemake passes
 # them on), so the spec is built here rather than shipped as a params function:
 # that keeps planning a 2,000-cell study fast.
-out = snakemake.output[0]  # noqa: F821
-spec = job_spec(snakemake.config, cell_from_path(out))  # noqa: F821
+outs = list(snakemake.output)  # noqa: F821
+specs = [job_spec(snakemake.config, cell_from_path(out)) for out in outs]  # noqa: F821
 with open(snakemake.log[0], "a") as log:  # noqa: F821
-    run_cell(spec, out, log)
+    if snakemake.rule.startswith("serving_"):  # noqa: F821
+        run_shared_server_cells(specs, outs, log)
+    else:
+        run_cell(specs[0], outs[0], log)

@@ -68,12 +68,15 @@ class Executor(RemoteExecutor):
     # -- submission ---------------------------------------------------------------
 
     def run_job(self, job: JobExecutorInterface):
-        key = str(job.output[0])
-        attached = self._reattach(job, key)
+        # one key per result file: a job of several cells (one server for a mode's serving cells)
+        # counts, shows and is recorded as each of them
+        keys = [str(o) for o in job.output]
+        attached = self._reattach(job, keys[0])
         if attached is not None:
-            self.progress.attached(key, attached.job_id)
+            for key in keys:
+                self.progress.attached(key, attached.job_id)
             self.report_job_submission(
-                SubmittedJobInfo(job, external_jobid=attached.job_id, aux={"submitit_job": attached, "key": key})
+                SubmittedJobInfo(job, external_jobid=attached.job_id, aux={"submitit_job": attached, "keys": keys})
             )
             return
         name = submission.job_name(job.rule.name if hasattr(job, "rule") else job.name, dict(job.wildcards))
@@ -83,13 +86,15 @@ class Executor(RemoteExecutor):
             sjob = submission.submit(self.executor, params, SnakemakeJob(), argv, os.getcwd())
         except Exception as e:  # sbatch refused it: unknown partition, GRES, account, ...
             msg = f"submission refused: {str(e).strip()}"
-            self.progress.failed(key, None, msg)
+            for key in keys:
+                self.progress.failed(key, None, msg)
             self.report_job_error(SubmittedJobInfo(job), msg=msg)
             return
-        self.registry.record(key, sjob.job_id, self.settings.launcher, str(self.folder / "jobs"))
-        self.progress.submitted(key, sjob.job_id)
+        for key in keys:
+            self.registry.record(key, sjob.job_id, self.settings.launcher, str(self.folder / "jobs"))
+            self.progress.submitted(key, sjob.job_id)
         self.report_job_submission(
-            SubmittedJobInfo(job, external_jobid=sjob.job_id, aux={"submitit_job": sjob, "key": key})
+            SubmittedJobInfo(job, external_jobid=sjob.job_id, aux={"submitit_job": sjob, "keys": keys})
         )
         self._poll_s = self.settings.min_poll_s
 
@@ -118,18 +123,21 @@ class Executor(RemoteExecutor):
             self.sacct_calls += status.poll_slurm(jobs)
         changed = False
         for info in active_jobs:
-            sjob, key = info.aux["submitit_job"], info.aux["key"]
+            sjob, keys = info.aux["submitit_job"], info.aux["keys"]
             state = status.state_of(sjob)
             kind, reason = status.classify(sjob, state)
-            changed |= self.progress.update(key, sjob.job_id, state, kind)
+            for key in keys:
+                changed |= self.progress.update(key, sjob.job_id, state, kind)
             if kind == status.RUNNING:
                 yield info
             elif kind == status.SUCCESS:
-                self.registry.forget(key)
+                for key in keys:
+                    self.registry.forget(key)
                 self.report_job_success(info)
             else:
-                self.registry.forget(key)
-                self.progress.failed(key, sjob.job_id, reason)
+                for key in keys:
+                    self.registry.forget(key)
+                    self.progress.failed(key, sjob.job_id, reason)
                 self.report_job_error(
                     info,
                     msg=f"cell job {sjob.job_id} failed: {reason}",
@@ -156,7 +164,8 @@ class Executor(RemoteExecutor):
             except Exception as e:  # noqa: BLE001 - cancel the rest regardless
                 self.logger.warning(f"could not cancel job {sjob.job_id}: {e}")
                 continue
-            self.registry.forget(info.aux["key"])
+            for key in info.aux["keys"]:
+                self.registry.forget(key)
             ids.append(sjob.job_id)
         if ids:
             self.logger.info(f"Cancelled {len(ids)} job(s) this run submitted: {', '.join(ids)}")

@@ -8,8 +8,11 @@
       checks that the server is up, writes D/F
 
 FAKE_VLLM selects a failure: serve_dies (exit 3 in start-up), serve_hangs (never
-healthy), bench_fails (benchmark exits 1), bench_garbage (result not JSON),
-serve_failed_requests (result reports failures). FAKE_VLLM_ARGV, if set, names
+healthy), bench_fails (benchmark exits 1), bench_fails_at_rate_R (only the one at
+request rate R), bench_garbage (result not JSON), serve_failed_requests (result
+reports failures), reset_fails (the prefix cache cannot be emptied). A benchmark
+exits 1 if an earlier one ran on the same server since its prefix cache was last
+emptied (POST /reset_prefix_cache, answered only with VLLM_SERVER_DEV_MODE=1). FAKE_VLLM_ARGV, if set, names
 a file each invocation appends its argv to (as JSON lines).
 """
 
@@ -78,10 +81,37 @@ elif argv[:1] == ["serve"]:
     if FAIL == "serve_hangs":
         time.sleep(600)
 
+    # a benchmark marks the prefix cache used; POST /reset_prefix_cache (dev mode only, as in
+    # vLLM) empties it; a benchmark refuses a used cache (its numbers would be cache hits)
+    state = {"cache_used": False}
+    dev_mode = os.environ.get("VLLM_SERVER_DEV_MODE") == "1"
+
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if self.path == "/fake_cache_used":
+                self._json({"used": state["cache_used"]})
+                return
             self.send_response(200 if self.path == "/health" else 404)
             self.end_headers()
+
+        def do_POST(self):
+            if self.path == "/reset_prefix_cache" and dev_mode:
+                state["cache_used"] = FAIL == "reset_fails"
+                self._json({"success": FAIL != "reset_fails"})
+            elif self.path == "/fake_bench_ran":
+                state["cache_used"] = True
+                self._json({})
+            else:
+                self.send_response(404)
+                self.end_headers()
+
+        def _json(self, obj):
+            body = json.dumps(obj).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *a):
             pass
@@ -98,9 +128,15 @@ elif argv[:2] == ["bench", "latency"]:
     Path(opt("--output-json")).write_text(json.dumps(data))
     print(f"Avg latency: {data['avg_latency']} seconds", flush=True)
 elif argv[:2] == ["bench", "serve"]:
-    with urllib.request.urlopen(f"http://{opt('--host')}:{opt('--port')}/health", timeout=5) as r:
+    url = f"http://{opt('--host')}:{opt('--port')}"
+    with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
         assert r.status == 200
-    if FAIL == "bench_fails":
+    with urllib.request.urlopen(f"{url}/fake_cache_used", timeout=5) as r:
+        if json.loads(r.read())["used"]:
+            print("fake bench: the prefix cache holds an earlier run's prompts", flush=True)
+            sys.exit(1)
+    urllib.request.urlopen(urllib.request.Request(f"{url}/fake_bench_ran", data=b"", method="POST"), timeout=5)
+    if FAIL == "bench_fails" or FAIL == f"bench_fails_at_rate_{opt('--request-rate')}":
         print("fake bench failure", flush=True)
         sys.exit(1)
     out = Path(opt("--result-dir")) / opt("--result-filename")

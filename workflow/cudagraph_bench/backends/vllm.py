@@ -30,6 +30,7 @@ unless a checkpoint is configured.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -39,6 +40,8 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -401,6 +404,22 @@ def _version_fallback(exe: list[str]) -> str | None:
     return lines[-1].strip() if out.returncode == 0 and lines else None
 
 
+NO_GPU = "no NVIDIA GPU visible (no /dev/nvidia* device, or CUDA_VISIBLE_DEVICES hides it)"
+
+
+def _base_details(kind: str, mode: str, model_path: str, dummy: bool) -> dict:
+    """What every vLLM result records about its cell and environment."""
+    return {
+        "kind": kind,
+        "mode": mode,
+        "model_path": model_path,
+        "load_format": "dummy" if dummy else "auto",
+        "tokenizer": tokenizer_info(model_path),
+        "gpu": gpu_info(),
+        "env": dict(OFFLINE_ENV),
+    }
+
+
 def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict, log) -> dict:
     """Measure one vLLM cell.
 
@@ -426,26 +445,19 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     mode_args(mode)  # validates
     if kind == "latency" and (batch_size is None or batch_size < 1):
         raise ValueError(f"a latency cell needs a batch size >= 1, got {batch_size!r}")
+    if kind == "serving":
+        with serving_session(mode, model, settings, log) as session:
+            return session.bench(workload)
     exe = resolve_executable(settings)
     if not gpu_visible():
-        raise Unsupported("no NVIDIA GPU visible (no /dev/nvidia* device, or CUDA_VISIBLE_DEVICES hides it)")
+        raise Unsupported(NO_GPU)
     model_path, dummy = model_paths(model)
-    details: dict = {
-        "kind": kind,
-        "mode": mode,
-        "model_path": model_path,
-        "load_format": "dummy" if dummy else "auto",
-        "tokenizer": tokenizer_info(model_path),
-        "gpu": gpu_info(),
-        "env": dict(OFFLINE_ENV),
-    }
+    details = _base_details(kind, mode, model_path, dummy)
     with tempfile.TemporaryDirectory(prefix="vllm_cell_") as work:
         if kind == "latency":
             metrics = _measure_latency(exe, mode, batch_size, model_path, dummy, workload, settings, log, work, details)
-        elif kind == "startup":
-            metrics = _measure_startup(exe, mode, model, model_path, dummy, settings, log, work, details)
         else:
-            metrics = _measure_serving(exe, mode, model, model_path, dummy, workload, settings, log, work, details)
+            metrics = _measure_startup(exe, mode, model, model_path, dummy, settings, log, work, details)
     if not details.get("vllm_version"):
         details["vllm_version"] = _version_fallback(exe)
     return {"metrics": metrics, "details": details}
@@ -509,49 +521,106 @@ def _measure_startup(exe, mode, model, model_path, dummy, settings, log, work, d
     return metrics
 
 
-def _measure_serving(exe, mode, model, model_path, dummy, workload, settings, log, work, details) -> dict:
+def _check_serving_model(model_path: str) -> None:
     if not has_tokenizer(model_path):
         raise Unsupported(
             f"serving needs a tokenizer in {model_path}; build one with workflow/scripts/make_model_dir.py"
         )
-    dataset_path = None
-    if workload["dataset"] == "sharegpt":
-        dataset_path, details["dataset"] = sharegpt_file(workload)
-    else:
-        details["dataset"] = {"source": "random"}
-    port = vllm_server.find_free_port()
-    served = model.get("name") or Path(model_path).name
-    serve_cmd = serve_command(exe, model_path, served, port, mode, settings, dummy)
-    result_name = "serve_result.json"
-    bench_cmd = bench_serve_command(
-        exe, served, model_path, port, workload, dataset_path, work, result_name, ignore_eos=dummy
-    )
-    details["commands"] = [shlex.join(serve_cmd), shlex.join(bench_cmd)]
-    env = _child_env()
-    with vllm_server.serve(serve_cmd, port, log, settings["server_start_timeout_s"], env=env, cwd=work) as srv:
-        vllm_server.run_logged(bench_cmd, log, BENCH_TIMEOUT_S, env=env, cwd=work, prefix="[bench] ")
-        if srv.proc.poll() is not None:
-            raise MeasurementError(f"the server exited with code {srv.proc.returncode} during the benchmark")
-        startup_s = srv.startup_s
-    path = Path(work) / result_name
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MeasurementError(f"vllm bench serve exited 0 but wrote no {path}") from None
-    except json.JSONDecodeError as e:
-        raise MeasurementError(f"vllm bench serve wrote malformed JSON: {e}") from e
-    metrics = vllm_parse.parse_serve_json(data, source="vllm bench serve result")
-    text = srv.log_text()
-    start_metrics, facts = _startup_facts(text, required=False)
-    details.update(
-        graph_mode=graph_mode_record(mode, text),
-        vllm_version=facts.get("vllm_version"),
-        raw=data,
-        server_startup_s=startup_s,
-        engine=start_metrics,
-        log_facts=facts,
-        ignore_eos=dummy,
-        num_prompts=workload["num_prompts"],
-        request_rate=format_rate(workload["request_rate"]),  # JSON has no Infinity
-    )
-    return metrics
+
+
+# One server for several serving cells needs its prefix cache emptied between their benchmarks
+# (the same prompts would otherwise be served from the first run's cache); vLLM opens the reset
+# endpoint only in its dev mode, as its own `vllm bench sweep serve` does.
+SHARED_SERVER_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
+RESET_PATH = "/reset_prefix_cache"
+RESET_TRIES = 10  # the reset fails while blocks are still held (requests just finished): retry
+
+
+@contextlib.contextmanager
+def serving_session(mode: str, model: dict, settings: dict, log) -> Iterator[ServingSession]:
+    """Start one `vllm serve` for the serving cells of one mode and yield a ServingSession whose
+    bench(workload) measures one of them; the server stops when the block is left.
+
+    Raises Unsupported (no vLLM, GPU, model directory or tokenizer) or MeasurementError (the
+    server never got healthy) before any cell is measured: every cell of the session shares it."""
+    mode_args(mode)  # validates
+    exe = resolve_executable(settings)
+    if not gpu_visible():
+        raise Unsupported(NO_GPU)
+    model_path, dummy = model_paths(model)
+    _check_serving_model(model_path)
+    with tempfile.TemporaryDirectory(prefix="vllm_serving_") as work:
+        port = vllm_server.find_free_port()
+        served = model.get("name") or Path(model_path).name
+        serve_cmd = serve_command(exe, model_path, served, port, mode, settings, dummy)
+        env = _child_env(SHARED_SERVER_ENV)
+        with vllm_server.serve(serve_cmd, port, log, settings["server_start_timeout_s"], env=env, cwd=work) as srv:
+            yield ServingSession(exe, mode, served, model_path, dummy, serve_cmd, srv, work, env, log)
+
+
+class ServingSession:
+    """A started server and what its serving cells share (see serving_session)."""
+
+    def __init__(self, exe, mode, served, model_path, dummy, serve_cmd, srv, work, env, log):
+        self.exe, self.mode, self.served, self.model_path, self.dummy = exe, mode, served, model_path, dummy
+        self.serve_cmd, self.srv, self.work, self.env, self.log = serve_cmd, srv, work, env, log
+        self.benches = 0
+
+    def reset_prefix_cache(self) -> None:
+        """Empty the server's prefix cache (POST RESET_PATH); MeasurementError if it cannot."""
+        url = self.srv.url + RESET_PATH
+        for _ in range(RESET_TRIES):
+            answer = vllm_server.post_json(url)
+            if answer.get("success") is True:
+                return
+            time.sleep(0.5)
+        raise MeasurementError(
+            f"the server did not empty its prefix cache (POST {url} answered {answer}); a benchmark run "
+            "after another one on the same server would be served from the first one's cache"
+        )
+
+    def bench(self, workload: dict) -> dict:
+        """Measure one serving cell (its workload) against the running server: {"metrics", "details"}."""
+        details = _base_details("serving", self.mode, self.model_path, self.dummy)
+        details["env"].update(SHARED_SERVER_ENV)
+        dataset_path = None
+        if workload["dataset"] == "sharegpt":
+            dataset_path, details["dataset"] = sharegpt_file(workload)
+        else:
+            details["dataset"] = {"source": "random"}
+        self.reset_prefix_cache()
+        self.benches += 1
+        result_name = f"serve_result_{self.benches}.json"
+        bench_cmd = bench_serve_command(
+            self.exe, self.served, self.model_path, self.srv.port, workload, dataset_path, self.work, result_name,
+            ignore_eos=self.dummy,
+        )  # fmt: skip
+        details["commands"] = [shlex.join(self.serve_cmd), shlex.join(bench_cmd)]
+        vllm_server.run_logged(bench_cmd, self.log, BENCH_TIMEOUT_S, env=self.env, cwd=self.work, prefix="[bench] ")
+        if self.srv.proc.poll() is not None:
+            raise MeasurementError(f"the server exited with code {self.srv.proc.returncode} during the benchmark")
+        path = Path(self.work) / result_name
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise MeasurementError(f"vllm bench serve exited 0 but wrote no {path}") from None
+        except json.JSONDecodeError as e:
+            raise MeasurementError(f"vllm bench serve wrote malformed JSON: {e}") from e
+        metrics = vllm_parse.parse_serve_json(data, source="vllm bench serve result")
+        text = self.srv.log_text()
+        start_metrics, facts = _startup_facts(text, required=False)
+        details.update(
+            graph_mode=graph_mode_record(self.mode, text),
+            vllm_version=facts.get("vllm_version") or _version_fallback(self.exe),
+            raw=data,
+            server_startup_s=self.srv.startup_s,
+            # the n-th benchmark against this server (1: a fresh one); its prefix cache emptied before each
+            server_bench=self.benches,
+            prefix_cache="emptied before the benchmark",
+            engine=start_metrics,
+            log_facts=facts,
+            ignore_eos=self.dummy,
+            num_prompts=workload["num_prompts"],
+            request_rate=format_rate(workload["request_rate"]),  # JSON has no Infinity
+        )
+        return {"metrics": metrics, "details": details}

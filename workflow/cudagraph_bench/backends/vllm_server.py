@@ -10,6 +10,7 @@ block: normal end, exception, timeout, Ctrl-C, or SIGTERM sent to the worker.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -180,6 +181,24 @@ def _healthy(url: str) -> bool:
             return r.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+
+
+def post_json(url: str, timeout_s: float = 30.0) -> dict:
+    """POST to url with no body; its JSON answer, or {"error": what went wrong} (HTTP status, no
+    connection, not JSON): the caller decides what a failure means."""
+    req = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            body = r.read()
+    except urllib.error.HTTPError as e:
+        return {"error": f"HTTP {e.code}"}
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+        return {"error": str(e)}
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return {"error": f"not JSON: {body[:80]!r}"}
+    return answer if isinstance(answer, dict) else {"error": f"not a JSON object: {answer!r}"}
 
 
 @contextlib.contextmanager
