@@ -528,7 +528,36 @@ def test_measure_startup_each_mode(fake, model_dir):
         assert g["asked"] == vllm.GRAPH_MODES.get(mode, "NONE") and not g["downgraded"], (mode, g)
         assert g["ran"] == g["asked"] if mode in vllm.GRAPH_MODES else g["captured"] == []
         assert ("compile_s" in m) == (mode != "eager")
-        assert res["details"]["compile_cache_root"].startswith("fresh")
+        # vLLM's own start-up benchmark: one cold and one warm start (after one warm-up start)
+        d = res["details"]
+        assert d["startup_method"] == "vllm bench startup" and "bench startup" in d["commands"][0]
+        assert "--num-iters-cold 1 --num-iters-warmup 1 --num-iters-warm 1" in d["commands"][0]
+        assert m["startup_s"] == 40.0 and m["startup_warm_s"] == 25.0 and m["measured_s"] == 65.0
+        assert m["compile_cold_s"] == (0.0 if mode == "eager" else 12.5)
+        assert d["compile_cache_root"].startswith("cold starts: fresh caches")
+
+
+def test_measure_startup_without_vllm_bench_startup_times_vllm_serve(fake, model_dir, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM", "no_bench_startup")
+    res = vllm.measure("startup", "cudagraph", None, model(model_dir), {}, fake, io.StringIO())
+    d = res["details"]
+    assert d["startup_method"] == "vllm serve to GET /health" and d["compile_cache_root"].startswith("fresh")
+    assert res["metrics"]["startup_s"] > 0 and "startup_warm_s" not in res["metrics"]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"avg_warm_startup_time": None}, "avg_warm_startup_time is not a number"),
+        ({"avg_cold_compilation_time": -1.0}, "avg_cold_compilation_time is -1.0"),
+        ({"cold_startup_times": []}, "missing or empty"),
+    ],
+)
+def test_parse_startup_json_rejects(change, match):
+    data = {"avg_cold_startup_time": 40.0, "cold_startup_times": [40.0], "avg_warm_startup_time": 25.0,
+            "warm_startup_times": [25.0], "avg_cold_compilation_time": 12.0}  # fmt: skip
+    with pytest.raises(MeasurementError, match=match):
+        vllm_parse.parse_startup_json(data | change)
 
 
 def test_measure_serving(fake, model_dir, tmp_path):
@@ -548,7 +577,8 @@ def test_measure_serving(fake, model_dir, tmp_path):
 @pytest.mark.parametrize(
     "failure, kind, match",
     [
-        ("serve_dies", "startup", "exited with code 3 during start-up"),
+        ("serve_dies", "serving", "exited with code 3 during start-up"),
+        ("serve_dies", "startup", "exited with code 3"),  # vllm bench startup's engine
         ("bench_fails", "latency", "exited with code 1"),
         ("bench_fails", "serving", "exited with code 1"),
         ("bench_garbage", "serving", "malformed JSON"),
@@ -570,6 +600,7 @@ def test_measure_failures_are_measurement_errors(fake, model_dir, tmp_path, monk
 
 def test_measure_server_that_hangs_times_out(fake, model_dir, monkeypatch):
     monkeypatch.setenv("FAKE_VLLM", "serve_hangs")
+    monkeypatch.setattr(vllm, "has_bench_startup", lambda exe: False)  # the start-up cell times vllm serve
     with pytest.raises(MeasurementError, match="not healthy"):
         vllm.measure(
             "startup", "eager", None, model(model_dir), {}, {**fake, "server_start_timeout_s": 2.0}, io.StringIO()

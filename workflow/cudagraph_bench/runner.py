@@ -97,6 +97,8 @@ def _vllm_settings(spec: dict) -> dict:
         "max_model_len": v.get("max_model_len"),
         "extra_args": list(v.get("extra_args", [])),
         "vllm_executable": v["executable"],
+        "startup_num_iters_cold": v.get("startup_num_iters_cold", 1),
+        "startup_num_iters_warm": v.get("startup_num_iters_warm", 1),
     }
 
 

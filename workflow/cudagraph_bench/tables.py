@@ -589,7 +589,7 @@ def vllm_modes_table(df: pd.DataFrame) -> Table:
     serving = workloads_of_kind(df[df["backend"] == VLLM], "serving")
     columns = ["GPU", "Model", "Source", "Mode", "Graph mode vLLM ran"]
     columns += [f"Latency bs={b} (s)" for b in sizes]
-    columns += ["Start-up (s)", "Graph capture (s)", "Graph memory (MB)"]
+    columns += ["Start-up (s)", "Start-up, warm (s)", "Graph capture (s)", "Graph memory (MB)"]
     columns += [f"Serving {serving_label(df, w)} (tok/s)" for w in serving]
     rows = []
     for gpu, backend in gpu_backends(df):
@@ -604,15 +604,18 @@ def vllm_modes_table(df: pd.DataFrame) -> Table:
             values = [", ".join(ran) or ("none" if mode in ("eager", "compile_nograph") else "not recorded")]
             values += [fmt(lookup.value((gpu, backend, sweep, mode, b), "e2e_latency_s_mean")) for b in sizes]
             st = (gpu, backend, startups[0], mode, None) if startups else None
-            for metric in ("startup_s", "capture_s", "graph_memory_mb"):
+            for metric in ("startup_s", "startup_warm_s", "capture_s", "graph_memory_mb"):
                 values.append(fmt(lookup.value(st, metric) if st else MISSING))
             values += [fmt(lookup.value((gpu, backend, w, mode, None), "serving_output_tok_per_s")) for w in serving]
             model, source = row_origin(lookup, df, gpu, backend)
             rows.append((gpu, model, source, MODE_LABELS.get(mode, mode), *values))
     notes = (
         f"Latency: mean end-to-end latency of one batch of workload {sweep or '(none)'} (vllm bench latency). "
-        f"Start-up, graph capture and memory: the {', '.join(startups) or 'start-up'} cell (vllm serve, cold "
-        "compile cache). Serving: output tokens/s of vllm bench serve.",
+        f"Start-up, graph capture and memory: the {', '.join(startups) or 'start-up'} cell: a cold start "
+        "(fresh compile caches) through vllm bench startup, or for cells measured before it was used, vllm "
+        "serve to GET /health; warm: vllm bench startup's start from the cache a warm-up start wrote "
+        "(n/a for vllm serve cells). Capture and memory are from the first, cold start's log. Serving: "
+        "output tokens/s of vllm bench serve.",
         "Graph mode vLLM ran: from the kinds of graph its log reports capturing (FULL, PIECEWISE); "
         "'X (asked Y)' where vLLM downgraded the mode the cell asked for; 'not recorded' for cells measured "
         "before the pipeline recorded it. Eager = --enforce-eager (no compile, no graphs); compile, no graph "

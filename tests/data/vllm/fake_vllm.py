@@ -4,13 +4,15 @@
   fake_vllm.py serve MODEL --host H --port P [...]   prints the recorded log of
       the mode its flags select, then answers GET /health with 200
   fake_vllm.py bench latency ... --output-json F     prints a log, writes F
+  fake_vllm.py bench startup ... --output-json F     prints a log per engine start, writes F
   fake_vllm.py bench serve ... --port P --result-dir D --result-filename F
       checks that the server is up, writes D/F
 
-FAKE_VLLM selects a failure: serve_dies (exit 3 in start-up), serve_hangs (never
+FAKE_VLLM selects a failure: serve_dies (exit 3 in start-up; also bench startup's), serve_hangs (never
 healthy), bench_fails (benchmark exits 1), bench_fails_at_rate_R (only the one at
 request rate R), bench_garbage (result not JSON), serve_failed_requests (result
-reports failures), reset_fails (the prefix cache cannot be emptied). A benchmark
+reports failures), reset_fails (the prefix cache cannot be emptied), no_bench_startup
+(an older vLLM without `vllm bench startup`). A benchmark
 exits 1 if an earlier one ran on the same server since its prefix cache was last
 emptied (POST /reset_prefix_cache, answered only with VLLM_SERVER_DEV_MODE=1). FAKE_VLLM_ARGV, if set, names
 a file each invocation appends its argv to (as JSON lines).
@@ -127,6 +129,28 @@ elif argv[:2] == ["bench", "latency"]:
     data = json.loads((HERE / "latency_v0_26.json").read_text())
     Path(opt("--output-json")).write_text(json.dumps(data))
     print(f"Avg latency: {data['avg_latency']} seconds", flush=True)
+elif argv[:2] == ["bench", "startup"]:
+    if FAIL == "no_bench_startup":  # an older vLLM
+        print("vllm bench: error: invalid choice: 'startup'", file=sys.stderr)
+        sys.exit(2)
+    if "--help" in argv:
+        print("usage: vllm bench startup [options]")
+        sys.exit(0)
+    if FAIL == "serve_dies":
+        print_log(mode())
+        print("RuntimeError: CUDA out of memory (fake)", flush=True)
+        sys.exit(3)
+    cold, warm = int(opt("--num-iters-cold")), int(opt("--num-iters-warm"))
+    for _ in range(cold + int(opt("--num-iters-warmup")) + warm):
+        print_log(mode())  # one engine start each, as vLLM's LLM() logs it
+    compiled = 0.0 if mode() == "eager" else 12.5
+    data = {
+        "avg_cold_startup_time": 40.0, "cold_startup_times": [40.0] * cold,
+        "avg_cold_compilation_time": compiled, "cold_compilation_times": [compiled] * cold,
+        "avg_warm_startup_time": 25.0, "warm_startup_times": [25.0] * warm,
+        "avg_warm_compilation_time": compiled / 5, "warm_compilation_times": [compiled / 5] * warm,
+    }  # fmt: skip
+    Path(opt("--output-json")).write_text(json.dumps(data))
 elif argv[:2] == ["bench", "serve"]:
     url = f"http://{opt('--host')}:{opt('--port')}"
     with urllib.request.urlopen(f"{url}/health", timeout=5) as r:

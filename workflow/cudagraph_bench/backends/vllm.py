@@ -144,6 +144,26 @@ def latency_command(
     return cmd + mode_args(mode) + list(settings.get("extra_args") or [])
 
 
+def startup_bench_command(
+    exe: list[str], model_path: str, mode: str, settings: dict, output_json: str, dummy: bool, has_tokenizer: bool
+) -> list[str]:
+    """`vllm bench startup` for one start-up cell: startup_num_iters_cold cold starts (fresh
+    caches), one warm-up start, startup_num_iters_warm warm starts, with the engine arguments
+    of the cell's mode."""
+    cmd = [
+        *exe, "bench", "startup",
+        "--model", model_path,
+        "--num-iters-cold", str(settings.get("startup_num_iters_cold", 1)),
+        "--num-iters-warmup", "1",
+        "--num-iters-warm", str(settings.get("startup_num_iters_warm", 1)),
+        "--output-json", output_json,
+        *_engine_args(model_path, settings, dummy, settings.get("max_model_len")),
+    ]  # fmt: skip
+    if not has_tokenizer:
+        cmd.append("--skip-tokenizer-init")
+    return cmd + mode_args(mode) + list(settings.get("extra_args") or [])
+
+
 def serve_command(
     exe: list[str], model_path: str, served_name: str, port: int, mode: str, settings: dict, dummy: bool
 ) -> list[str]:
@@ -404,6 +424,16 @@ def _version_fallback(exe: list[str]) -> str | None:
     return lines[-1].strip() if out.returncode == 0 and lines else None
 
 
+def _read_json(path, what: str):
+    """The JSON a benchmark wrote; MeasurementError naming `what` if it wrote none or garbage."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MeasurementError(f"{what} exited 0 but wrote no {path}") from None
+    except json.JSONDecodeError as e:
+        raise MeasurementError(f"{what} wrote malformed JSON: {e}") from e
+
+
 NO_GPU = "no NVIDIA GPU visible (no /dev/nvidia* device, or CUDA_VISIBLE_DEVICES hides it)"
 
 
@@ -473,12 +503,7 @@ def _measure_latency(exe, mode, batch_size, model_path, dummy, workload, setting
     text = vllm_server.run_logged(
         cmd, log, settings["server_start_timeout_s"] + BENCH_TIMEOUT_S, env=_child_env(), cwd=work, prefix="[latency] "
     )
-    try:
-        data = json.loads(Path(out_json).read_text())
-    except FileNotFoundError:
-        raise MeasurementError(f"vllm bench latency exited 0 but wrote no {out_json}") from None
-    except json.JSONDecodeError as e:
-        raise MeasurementError(f"vllm bench latency wrote malformed JSON: {e}") from e
+    data = _read_json(out_json, "vllm bench latency")
     metrics = vllm_parse.parse_latency_json(data, batch_size, workload["output_len"], source="vllm bench latency JSON")
     start_metrics, facts = _startup_facts(text, required=False)
     if "startup_log_error" not in facts:
@@ -495,7 +520,55 @@ def _measure_latency(exe, mode, batch_size, model_path, dummy, workload, setting
     return metrics
 
 
+def has_bench_startup(exe: list[str]) -> bool:
+    """Whether the installed vLLM has `vllm bench startup` (0.11 and later)."""
+    try:
+        out = subprocess.run(
+            [*exe, "bench", "startup", "--help"], capture_output=True, text=True, timeout=300, env=_child_env()
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0
+
+
 def _measure_startup(exe, mode, model, model_path, dummy, settings, log, work, details) -> dict:
+    if has_bench_startup(exe):
+        return _measure_startup_bench(exe, mode, model_path, dummy, settings, log, work, details)
+    return _measure_startup_serve(exe, mode, model, model_path, dummy, settings, log, work, details)
+
+
+def _measure_startup_bench(exe, mode, model_path, dummy, settings, log, work, details) -> dict:
+    """vLLM's own start-up benchmark: cold and warm engine starts. The log facts (model load,
+    compile, capture, KV cache) are those of the first, cold start."""
+    out_json = str(Path(work) / "startup.json")
+    cmd = startup_bench_command(exe, model_path, mode, settings, out_json, dummy, has_tokenizer(model_path))
+    details["commands"] = [shlex.join(cmd)]
+    # the warm starts read the cache the warm-up start wrote: the cell's own, not the node's
+    env = _child_env({"VLLM_CACHE_ROOT": str(Path(work) / "vllm_cache")})
+    starts = settings.get("startup_num_iters_cold", 1) + 1 + settings.get("startup_num_iters_warm", 1)
+    text = vllm_server.run_logged(
+        cmd, log, starts * settings["server_start_timeout_s"], env=env, cwd=work, prefix="[startup] "
+    )
+    data = _read_json(out_json, "vllm bench startup")
+    bench = vllm_parse.parse_startup_json(data, source="vllm bench startup JSON")
+    metrics, facts = _startup_facts(text, required=True)
+    _check_mode_facts(mode, metrics)
+    metrics.update(bench)
+    details.update(
+        startup_method="vllm bench startup",
+        compile_cache_root=(
+            "cold starts: fresh caches each (vLLM's own); warm starts: the cell's own cache, "
+            "written by one warm-up start"
+        ),
+        graph_mode=graph_mode_record(mode, text),
+        vllm_version=facts["vllm_version"],
+        log_facts=facts,
+        raw=data,
+    )
+    return metrics
+
+
+def _measure_startup_serve(exe, mode, model, model_path, dummy, settings, log, work, details) -> dict:
     port = vllm_server.find_free_port()
     served = model.get("name") or Path(model_path).name
     cmd = serve_command(exe, model_path, served, port, mode, settings, dummy)
@@ -513,6 +586,7 @@ def _measure_startup(exe, mode, model, model_path, dummy, settings, log, work, d
     _check_mode_facts(mode, metrics)
     metrics["startup_s"] = startup_s
     details.update(
+        startup_method="vllm serve to GET /health",
         graph_mode=graph_mode_record(mode, text),
         vllm_version=facts["vllm_version"],
         log_facts=facts,
@@ -600,12 +674,7 @@ class ServingSession:
         if self.srv.proc.poll() is not None:
             raise MeasurementError(f"the server exited with code {self.srv.proc.returncode} during the benchmark")
         path = Path(self.work) / result_name
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MeasurementError(f"vllm bench serve exited 0 but wrote no {path}") from None
-        except json.JSONDecodeError as e:
-            raise MeasurementError(f"vllm bench serve wrote malformed JSON: {e}") from e
+        data = _read_json(path, "vllm bench serve")
         metrics = vllm_parse.parse_serve_json(data, source="vllm bench serve result")
         text = self.srv.log_text()
         start_metrics, facts = _startup_facts(text, required=False)

@@ -321,6 +321,30 @@ _LATENCY_STATS = [
 ]
 
 
+def parse_startup_json(data: dict, source: str = "startup JSON") -> dict:
+    """Metrics of `vllm bench startup --output-json`: startup_s (the mean cold start: what a
+    start-up cell reports), startup_warm_s, compile_cold_s / compile_warm_s (vLLM's own
+    compilation time of those starts), and measured_s (every timed start). Raises
+    MeasurementError naming the source for a missing or malformed value."""
+    if not isinstance(data, dict):
+        raise MeasurementError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    out = {}
+    for key, name in (("avg_cold_startup_time", "startup_s"), ("avg_warm_startup_time", "startup_warm_s")):
+        out[name] = _positive_finite(data.get(key), key, source)
+    for key, name in (("avg_cold_compilation_time", "compile_cold_s"), ("avg_warm_compilation_time", "compile_warm_s")):
+        v = data.get(key)
+        if v is not None:  # eager starts compile nothing: 0
+            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise MeasurementError(f"{source}: {key} is {v!r}, not a time in seconds")
+            out[name] = float(v)
+    times = [data.get("cold_startup_times"), data.get("warm_startup_times")]
+    if not all(isinstance(t, list) and t for t in times):
+        raise MeasurementError(f"{source}: cold_startup_times / warm_startup_times missing or empty")
+    out["measured_s"] = sum(_positive_finite(t, "a startup time", source) for ts in times for t in ts)
+    out["startup_cold_n"], out["startup_warm_n"] = float(len(times[0])), float(len(times[1]))
+    return out
+
+
 def parse_serve_json(data: dict, source: str = "serve result JSON") -> dict:
     """Metrics from the file `vllm bench serve --save-result --result-filename F`
     writes.
