@@ -221,7 +221,9 @@ def test_write_figures_outputs_and_sidecars(study, tmp_path):
 
 
 def test_figures_of_an_empty_study(tmp_path):
-    written = F.rebuild(tmp_path, capture_sizes=[])
+    from cudagraph_bench.rebuild import rebuild
+
+    written = rebuild(tmp_path, capture_sizes=[])
     assert len(written["figures"]) == len(F.FIGURE_NAMES) * len(F.FIGURE_FORMATS)
     assert all(p.stat().st_size > 0 for p in written["figures"])
 

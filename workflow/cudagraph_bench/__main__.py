@@ -116,7 +116,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """Rebuild summary.csv, every table and every figure of one results folder from its raw/ only."""
     from .aggregate import AggregationError
-    from .figures import rebuild
+    from .rebuild import rebuild
     from .results import ResultFileError, code_commit
 
     config = _config_if_present(args.config)

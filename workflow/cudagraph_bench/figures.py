@@ -37,20 +37,15 @@ from .aggregate import (
     CAPTURE_COLUMNS,
     MISSING,
     Lookup,
-    aggregate,
     cell_key,
     group_rows,
     models_of,
-    parse_capture_details,
-    parse_launch_details,
-    read_summary,
     sidecar,
     sizes_label,
     value_or_gap,
     write_atomic,
-    write_summary,
 )
-from .cells import BACKEND_KINDS, BACKEND_MODES, DEFAULT_RESULTS_DIR
+from .cells import BACKEND_KINDS, BACKEND_MODES
 from .outputs import FIGURE_FORMATS, FIGURE_NAMES, figure_outputs  # noqa: F401 - figure_outputs re-exported
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies.
@@ -811,41 +806,3 @@ def check_fonts() -> str:
             f"DejaVu Sans resolves to {path}, not matplotlib's copy: figures would not be byte-identical"
         )
     return path
-
-
-# --------------------------------------------------------------------------- the rebuild path (verb `rebuild`)
-
-
-def rebuild(
-    root: str | os.PathLike = ".",
-    *,
-    results_dir: str = DEFAULT_RESULTS_DIR,
-    capture_sizes: Sequence[int] = (),
-    commit: str | None = None,
-) -> dict[str, list[Path]]:
-    """Every output of ROOT/RESULTS_DIR from its raw/ only: summary.csv, the tables, the figures
-    (no GPU, Slurm or vLLM). Paths inside the outputs stay relative to ROOT.
-
-    Tables and figures are drawn from summary.csv as written, exactly as the Snakemake rules
-    draw them, so both give the same bytes. Returns {"summary": [...], "tables": [...],
-    "figures": [...]} of paths written. Raises ResultFileError / AggregationError naming a bad
-    result file.
-    """
-    root = Path(root)
-    records, df = aggregate(root, results_dir=results_dir)
-    out = root / results_dir
-    summary = write_summary(df, out / "summary.csv")
-    df = read_summary(summary)
-    launches = parse_launch_details(records)
-    return {
-        "summary": [summary],
-        "tables": T.write_tables(df, out / "tables", code_commit=commit, launches=launches),
-        "figures": write_figures(
-            df,
-            out / "figures",
-            capture=parse_capture_details(records),
-            launches=launches,
-            capture_sizes=capture_sizes,
-            code_commit=commit,
-        ),
-    }

@@ -1,0 +1,54 @@
+"""The one driver of the analysis (verb `rebuild`): result files -> the tidy table (summary.csv)
+-> derived frames -> tables and figures, in that order, without a GPU, Slurm or vLLM.
+
+    raw/*.json --aggregate--> summary.csv --tables--> tables/   (launch model, decode pairs: tables.py)
+                                          --figures--> figures/  (drawn from the same frames)
+
+The Snakemake rules run the same steps one rule each (workflow/rules/aggregate.smk).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import tables as T
+from .aggregate import aggregate, parse_capture_details, parse_launch_details, read_summary, write_summary
+from .cells import DEFAULT_RESULTS_DIR
+from .figures import write_figures
+
+
+def rebuild(
+    root: str | os.PathLike = ".",
+    *,
+    results_dir: str = DEFAULT_RESULTS_DIR,
+    capture_sizes: Sequence[int] = (),
+    commit: str | None = None,
+) -> dict[str, list[Path]]:
+    """Every output of ROOT/RESULTS_DIR from its raw/ only: summary.csv, the tables, the figures
+    (no GPU, Slurm or vLLM). Paths inside the outputs stay relative to ROOT.
+
+    Tables and figures are drawn from summary.csv as written, exactly as the Snakemake rules
+    draw them, so both give the same bytes. Returns {"summary": [...], "tables": [...],
+    "figures": [...]} of paths written. Raises ResultFileError / AggregationError naming a bad
+    result file.
+    """
+    root = Path(root)
+    records, df = aggregate(root, results_dir=results_dir)
+    out = root / results_dir
+    summary = write_summary(df, out / "summary.csv")
+    df = read_summary(summary)
+    launches = parse_launch_details(records)
+    return {
+        "summary": [summary],
+        "tables": T.write_tables(df, out / "tables", code_commit=commit, launches=launches),
+        "figures": write_figures(
+            df,
+            out / "figures",
+            capture=parse_capture_details(records),
+            launches=launches,
+            capture_sizes=capture_sizes,
+            code_commit=commit,
+        ),
+    }
