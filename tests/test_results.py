@@ -1,11 +1,16 @@
 """Result files: schema, atomic writes, checked reads."""
 
+import copy
 import json
 import os
 
+import jsonschema
 import pytest
+import yaml
+from cudagraph_bench import results as R
 from cudagraph_bench.cells import Cell
 from cudagraph_bench.results import ResultFileError, load_result, make_result, provenance, write_result
+from helpers_results import result as helper_result
 
 CELL = Cell("local", "graph_pool", "latency", "eager", 4)
 
@@ -72,3 +77,62 @@ def test_corrupt_and_misplaced_files_are_named(tmp_path):
     with pytest.raises(ResultFileError, match="does not match the result schema") as e:
         load_result(path, tmp_path)
     assert str(path) in str(e.value)
+
+
+# ---- the quick schema check (fastjsonschema) against the full one (jsonschema)
+
+
+def _mutations(doc: dict):
+    yield doc
+    for key in list(doc):
+        d = copy.deepcopy(doc)
+        del d[key]
+        yield d
+    for path, value in [
+        (("status",), "unsupported"),  # not ok, but no reason and metrics present
+        (("reason",), "why"),  # ok with a reason
+        (("reason",), ""),
+        (("schema_version",), 2),
+        (("kind",), "training"),
+        (("cell", "batch_size"), 0),
+        (("cell", "batch_size"), "4"),
+        (("cell", "mode"), "fast"),
+        (("cell", "extra"), 1),
+        (("metrics", "x_ms"), "1"),
+        (("metrics", "x_ms"), None),
+        (("provenance", "gpu_count"), -1),
+        (("provenance", "git_dirty"), "no"),
+        (("provenance", "packages"), {"torch": 1}),
+        (("extra",), {}),
+        (("details",), []),
+    ]:
+        d = copy.deepcopy(doc)
+        target = d
+        for k in path[:-1]:
+            target = target[k]
+        target[path[-1]] = value
+        yield d
+    d = copy.deepcopy(doc)
+    del d["provenance"]["host"]
+    yield d
+
+
+def test_quick_check_never_accepts_what_the_schema_rejects():
+    schema = yaml.safe_load(R.SCHEMA_PATH.read_text())
+    full = jsonschema.Draft202012Validator(schema)
+    quick = R.quick_valid
+    base = json.loads(json.dumps(helper_result(CELL, "ok", {"x_ms": 1.0})))
+    n_invalid = 0
+    for doc in _mutations(base):
+        valid = full.is_valid(doc)
+        n_invalid += not valid
+        assert not (quick(doc) and not valid), doc
+        assert quick(doc) == valid, doc  # (stricter would only be slower; equal is what we expect)
+    assert n_invalid >= 15
+
+
+def test_fast_path_switches_off_for_keywords_it_does_not_know():
+    assert R._fast_compatible({"type": "object", "properties": {"a": {"type": "string"}}})
+    assert not R._fast_compatible({"properties": {"a": {"unevaluatedProperties": False}}})
+    assert not R._fast_compatible({"allOf": [{"prefixItems": [{}]}]})
+    assert not R._fast_compatible({"items": [{"type": "string"}]})

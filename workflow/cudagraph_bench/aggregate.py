@@ -9,20 +9,26 @@ into exactly the same table (the tables, figures and status grid start from it).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from .cells import DEFAULT_RESULTS_DIR, Cell, cell_from_path, find_result_files
 from .host import STEP_MARK
-from .results import SCHEMA_PATH, STATUSES, ResultFileError, load_result, write_atomic  # noqa: F401 - re-exported
+from .results import (  # noqa: F401 - SCHEMA_PATH, ResultFileError, schema_checker, write_atomic re-exported
+    SCHEMA_PATH,
+    ResultFileError,
+    check_result,
+    load_result,
+    quick_valid,
+    schema_checker,
+    write_atomic,
+)
 
 # model: spec.model.name of the file (every row names the model it measured).
 ID_COLUMNS = ["gpu", "model", "backend", "workload", "kind", "mode", "batch_size"]
@@ -77,73 +83,6 @@ class AggregationError(ValueError):
 # --------------------------------------------------------------------------- read
 
 
-# 2020-12 keywords that fastjsonschema (draft-07) does not implement, or reads
-# differently ($ref with siblings, the list form of items). If the schema ever
-# uses one, the fast path would silently skip it, so it switches itself off.
-# Keywords neither draft knows are ignored by both validators alike.
-_NOT_DRAFT7 = frozenset(
-    "$anchor $dynamicRef $dynamicAnchor $recursiveRef $recursiveAnchor $vocabulary $ref prefixItems "
-    "dependentRequired dependentSchemas unevaluatedItems unevaluatedProperties minContains maxContains "
-    "contentSchema".split()
-)
-
-
-def _fast_compatible(node) -> bool:
-    if isinstance(node, list):
-        return all(_fast_compatible(v) for v in node)
-    if not isinstance(node, dict):
-        return True
-    if _NOT_DRAFT7 & node.keys() or isinstance(node.get("items"), list):
-        return False
-    return all(_fast_compatible(v) for v in node.values())
-
-
-@functools.cache
-def _quick_check() -> Callable[[dict], bool]:
-    """A validator that answers only valid / not valid, compiled once.
-
-    jsonschema takes ~0.4 ms per result file (4 s for 10,000); fastjsonschema's
-    compiled checker ~0.01 ms. Either way a file it rejects goes on to
-    `load_result`, whose jsonschema error is what the user sees.
-    """
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    try:
-        import fastjsonschema
-    except ImportError:
-        fastjsonschema = None
-    compiled = None
-    if fastjsonschema is not None and _fast_compatible(schema):
-        try:
-            compiled = fastjsonschema.compile(schema)
-        except Exception:  # a schema it cannot compile: use jsonschema, only slower
-            compiled = None
-    if compiled is not None:
-
-        def check(doc: dict) -> bool:
-            try:
-                compiled(doc)
-            except fastjsonschema.JsonSchemaException:
-                return False
-            return True
-
-        check.validator = "fastjsonschema"
-        return check
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema)
-
-    def slow_check(doc: dict) -> bool:
-        return validator.is_valid(doc)
-
-    slow_check.validator = "jsonschema (install fastjsonschema for a ~30x faster check)"
-    return slow_check
-
-
-def schema_checker() -> str:
-    """Which validator `read_results` uses for its first check of each file."""
-    return _quick_check().validator
-
-
 def _relative(path: str | os.PathLike, root: Path) -> str:
     p = Path(path)
     if p.is_absolute():
@@ -161,7 +100,6 @@ def read_results(root: str | os.PathLike, paths: Iterable[str | os.PathLike]) ->
     schema-valid, or not the cell its path names.
     """
     root = Path(root)
-    check = _quick_check()
     records = []
     for path in paths:
         rel = _relative(path, root)
@@ -170,7 +108,7 @@ def read_results(root: str | os.PathLike, paths: Iterable[str | os.PathLike]) ->
             data = full.read_bytes()
             result = json.loads(data)
             # Fast path: the compiled check plus the same cell <-> path check as load_result.
-            ok = check(result) and Cell(**result["cell"]) == cell_from_path(rel)
+            ok = quick_valid(result) and Cell(**result["cell"]) == cell_from_path(rel)
         except Exception:  # anything odd goes to the authoritative reader below
             ok = False
         if not ok:
@@ -178,7 +116,7 @@ def read_results(root: str | os.PathLike, paths: Iterable[str | os.PathLike]) ->
             # was merely stricter than the schema it returns the result instead.
             result = load_result(full, root)
             data = full.read_bytes()
-        records.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "result": result})
+        records.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "result": result, "checked": True})
     return records
 
 
@@ -191,12 +129,6 @@ def _fail(path: str, where: str, value) -> AggregationError:
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _text_or_none(path: str, where: str, v) -> str | None:
-    if v is not None and not isinstance(v, str):
-        raise _fail(path, where, v)
-    return v or None  # "" and None are both "not recorded" (summary.csv cannot tell them apart)
 
 
 def _model_name(path: str, spec) -> str:
@@ -273,63 +205,39 @@ def _without_step_mark(row: dict, details) -> dict:
 
 
 def _row(record: dict) -> dict:
-    """One record -> one flat row. Raises AggregationError naming the file."""
+    """One record -> one flat row. Raises AggregationError naming the file.
+
+    A record that `read_results` did not produce is checked against the result schema first
+    (results.check_result: the one schema check); what the schema cannot say is checked here:
+    metrics are finite and not named like a column, the spec's workload shape, the model name."""
     path = record.get("path", "<unknown file>")
     res = record.get("result")
-    if not isinstance(res, dict):
-        raise _fail(path, "(top level)", res)
-    cell = res.get("cell")
-    if not isinstance(cell, dict):
-        raise _fail(path, "cell", cell)
-    row = {}
-    for key in ("gpu", "backend", "workload", "mode"):
-        v = cell.get(key)
-        if not isinstance(v, str) or not v:
-            raise _fail(path, f"cell/{key}", v)
-        row[key] = v
-    row["model"] = _model_name(path, res.get("spec"))
-    bs = cell.get("batch_size")
-    if bs is not None and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
-        raise _fail(path, "cell/batch_size", bs)
-    row["batch_size"] = bs
-    if res.get("kind") not in KINDS:
-        raise _fail(path, "kind", res.get("kind"))
-    row["kind"] = res["kind"]
-    status, reason = res.get("status"), res.get("reason")
-    if status not in STATUSES:
-        raise _fail(path, "status", status)
-    if (status == "ok") != (reason is None) or (reason is not None and not (isinstance(reason, str) and reason)):
-        raise _fail(path, "reason", reason)
-    row["status"], row["reason"] = status, reason
-    metrics = res.get("metrics")
-    if not isinstance(metrics, dict) or (status != "ok" and metrics):
-        raise _fail(path, "metrics", metrics)
-    for name, v in metrics.items():
-        # A malformed timing must fail loudly, never become NaN.
-        if name in RESERVED or not isinstance(name, str):
+    if not record.get("checked"):
+        try:
+            check_result(path, res)
+        except ResultFileError as e:
+            raise AggregationError(str(e)) from None
+    cell, prov, details = res["cell"], res["provenance"], res["details"]
+    row = {key: cell[key] for key in ("gpu", "backend", "workload", "mode", "batch_size")}
+    row["model"] = _model_name(path, res["spec"])
+    row["kind"], row["status"], row["reason"] = res["kind"], res["status"], res["reason"]
+    for name, v in res["metrics"].items():
+        # A malformed timing must fail loudly, never become NaN (JSON's NaN is a schema "number").
+        if name in RESERVED:
             raise _fail(path, "metrics (name)", name)
-        if not _is_number(v) or not math.isfinite(v):
+        if not math.isfinite(v):
             raise _fail(path, f"metrics/{name}", v)
         row[name] = float(v)
-    row.update(_without_step_mark(row, res.get("details")))
-    row.update(_shape(path, res.get("spec", {})))
-    prov = res.get("provenance")
-    if not isinstance(prov, dict):
-        raise _fail(path, "provenance", prov)
-    packages = prov.get("packages") or {}
-    if not isinstance(packages, dict):
-        raise _fail(path, "provenance/packages", packages)
-    row["source"], row["imported_from"] = _source(path, res.get("details"))
-    row["graph_mode_ran"] = _graph_mode_ran(path, res.get("details"))
+    row.update(_without_step_mark(row, details))
+    row.update(_shape(path, res["spec"]))
+    row["source"], row["imported_from"] = _source(path, details)
+    row["graph_mode_ran"] = _graph_mode_ran(path, details)
     for key in ("host", "cpu_model", "gpu_name", "driver", "git_commit", "config_hash", "slurm_job_id", "finished_utc"):
-        row[key] = _text_or_none(path, f"provenance/{key}", prov.get(key))
+        row[key] = prov[key] or None  # "" and None are both "not recorded" (summary.csv cannot tell them apart)
     row["job_wall_s"] = job_wall_s(prov)
-    row["torch_version"] = _text_or_none(path, "provenance/packages/torch", packages.get("torch"))
-    row["vllm_version"] = _text_or_none(path, "provenance/packages/vllm", packages.get("vllm"))
-    dirty = prov.get("git_dirty")
-    if dirty is not None and not isinstance(dirty, bool):
-        raise _fail(path, "provenance/git_dirty", dirty)
-    row["git_dirty"] = dirty
+    row["torch_version"] = prov["packages"].get("torch") or None
+    row["vllm_version"] = prov["packages"].get("vllm") or None
+    row["git_dirty"] = prov["git_dirty"]
     row["path"] = path
     row["sha256"] = record.get("sha256")
     return row
