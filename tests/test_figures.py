@@ -195,17 +195,6 @@ def test_model_prediction_drawn_beside_measurement(drawn):
     assert xs == [1.0, 4.0, 16.0, 64.0]
 
 
-def test_padding_waste_is_a_pure_function():
-    sizes = [1, 2, 4, 8, 16, 32, 64]
-    assert F.padded_size(37, sizes) == 64
-    assert F.padding_waste(37, sizes) == pytest.approx(27 / 64)
-    assert F.padding_waste(64, sizes) == 0
-    assert F.padded_size(65, sizes) is None and F.padding_waste(65, sizes) is None
-    assert F.padded_size(3, [4, 1]) == 4
-    with pytest.raises(ValueError):
-        F.padded_size(0, sizes)
-
-
 def test_write_figures_outputs_and_sidecars(study, tmp_path):
     _, df = agg.aggregate(study)
     written = F.write_figures(df, tmp_path, capture_sizes=[1, 4], code_commit="abc")

@@ -24,11 +24,8 @@ from cudagraph_bench.backends.graph_pool.model import (  # noqa: E402
     build_model,
     hf_to_fused,
 )
-from cudagraph_bench.backends.graph_pool.pool import (  # noqa: E402
-    CUDAGraphPool,
-    padded_size_table,
-    validate_capture_sizes,
-)
+from cudagraph_bench.backends.graph_pool.padding import padded_size, padding_waste  # noqa: E402
+from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool, validate_capture_sizes  # noqa: E402
 from cudagraph_bench.errors import Unsupported  # noqa: E402
 
 PRESETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["models"]
@@ -122,8 +119,17 @@ def test_capture_sizes_are_validated():
             validate_capture_sizes(bad)
 
 
-def test_padding_table_and_dispatch():
-    assert padded_size_table([1, 4, 16, 64])[1:] == [1] + [4] * 3 + [16] * 12 + [64] * 48
+def test_the_padding_rule_is_a_pure_function():
+    """One rule for the pool, its measurements and figure 5 (padding.py)."""
+    assert [padded_size(n, [1, 4, 16, 64]) for n in range(1, 66)] == [1] + [4] * 3 + [16] * 12 + [64] * 48 + [None]
+    sizes = [1, 2, 4, 8, 16, 32, 64]
+    assert padding_waste(37, sizes) == pytest.approx(27 / 64) and padding_waste(64, sizes) == 0
+    assert padding_waste(65, sizes) is None
+    with pytest.raises(ValueError):
+        padded_size(0, sizes)
+
+
+def test_padding_dispatch():
     model = build_model(ModelArgs.from_preset(TINY), "cpu", 0)
     with pytest.raises(ValueError, match="setup_caches"):
         CUDAGraphPool(model, [1, 2])

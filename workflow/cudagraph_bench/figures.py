@@ -45,6 +45,7 @@ from .aggregate import (
     value_or_gap,
     write_atomic,
 )
+from .backends.graph_pool.padding import padding_waste
 from .cells import BACKEND_KINDS, BACKEND_MODES
 from .outputs import FIGURE_FORMATS, FIGURE_NAMES, figure_outputs  # noqa: F401 - figure_outputs re-exported
 
@@ -470,20 +471,6 @@ def fig4_capture_cost(df: pd.DataFrame, lookup: Lookup, capture: pd.DataFrame) -
             )
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3))
     return fig
-
-
-def padded_size(n: int, capture_sizes: Sequence[int]) -> int | None:
-    """The captured size a batch of n runs at: the smallest captured size >= n, or None (eager) above the largest."""
-    if n < 1:
-        raise ValueError(f"batch size must be >= 1, got {n!r}")
-    fits = [s for s in capture_sizes if s >= n]
-    return min(fits) if fits else None
-
-
-def padding_waste(n: int, capture_sizes: Sequence[int]) -> float | None:
-    """Fraction of the padded batch's compute spent on padding rows (37 -> 64: 27/64 = 0.42); None above the largest."""
-    p = padded_size(n, capture_sizes)
-    return None if p is None else 1 - n / p
 
 
 def fig5_padding(df: pd.DataFrame, lookup: Lookup, capture_sizes: Sequence[int]) -> Figure:

@@ -26,6 +26,7 @@ from cudagraph_bench.errors import MeasurementError, Unsupported
 from cudagraph_bench.host import STEP_MARK, host_metrics, host_record, quantile, step_metrics, timed_until_stable
 
 from .model import ModelArgs, Transformer, build_model, triton_unsupported_reason
+from .padding import padded_size
 from .pool import CUDAGraphPool, compare, validate_capture_sizes
 
 
@@ -189,7 +190,7 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
     details: dict = {"input_len": input_len, "output_len": output_len, "batch_size": batch, "mode": mode}
     metrics: dict = {}
     sizes = sorted(s["capture_sizes"]) if pool is None else pool.sizes
-    padded = next((c for c in sizes if c >= batch), batch)
+    padded = padded_size(batch, sizes) or batch  # above the largest graph: eager, unpadded
     metrics.update(padded_batch_size=float(padded), padding_waste_frac=(padded - batch) / padded)
     details["capture_sizes"] = sizes
     if pool is not None:

@@ -14,30 +14,13 @@ step() is a view of that buffer: valid until the next step.
 
 from __future__ import annotations
 
-import bisect
 import time
 from dataclasses import dataclass
 
 import torch
 
 from .model import Transformer
-
-
-def validate_capture_sizes(sizes) -> list[int]:
-    """Sorted capture sizes; ValueError for an empty list, a non-integer, a size < 1 or a repeat."""
-    if not isinstance(sizes, list | tuple) or not sizes:
-        raise ValueError(f"capture_sizes must be a non-empty list of positive integers, got {sizes!r}")
-    for s in sizes:
-        if not isinstance(s, int) or isinstance(s, bool) or s < 1:
-            raise ValueError(f"capture_sizes must hold positive integers, got {s!r} in {sizes!r}")
-    if len(set(sizes)) != len(sizes):
-        raise ValueError(f"capture_sizes lists a size twice: {sizes!r}")
-    return sorted(sizes)
-
-
-def padded_size_table(sizes: list[int]) -> list[int]:
-    """table[n] = smallest captured size >= n, for n in 0..max(sizes)."""
-    return [sizes[bisect.bisect_left(sizes, n)] for n in range(sizes[-1] + 1)]
+from .padding import padded_size, validate_capture_sizes  # noqa: F401 - validate_capture_sizes re-exported
 
 
 @dataclass
@@ -72,7 +55,6 @@ class CUDAGraphPool:
             raise ValueError("call model.setup_caches() before building a CUDAGraphPool")
         self.model = model
         self.sizes = validate_capture_sizes(capture_sizes)
-        self._padded = padded_size_table(self.sizes)
         self.graphs: dict[int, CapturedGraph] = {}
         self.mempool = None
         self.logits_buf: torch.Tensor | None = None
@@ -83,10 +65,8 @@ class CUDAGraphPool:
         return self.sizes[-1]
 
     def padded_size(self, n: int) -> int | None:
-        """The captured size a batch of n runs at, or None (eager) above the largest."""
-        if n < 1:
-            raise ValueError(f"batch size must be >= 1, got {n}")
-        return self._padded[n] if n <= self.max_size else None
+        """The captured size a batch of n runs at, or None (eager) above the largest (padding.py)."""
+        return padded_size(n, self.sizes)
 
     def dispatch(self, n: int) -> CapturedGraph | None:
         """The graph that serves a batch of n, or None: run eagerly."""
