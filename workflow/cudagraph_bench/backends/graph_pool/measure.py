@@ -90,9 +90,12 @@ def say(log: TextIO | None, line: str) -> None:
 
 
 def _check_settings(settings: dict) -> dict:
-    s = {"warmup_steps": 10, "timed_steps": 50, "repeats": 3, "warmup_repeats": 1, "capture_sizes": [1, 2, 4, 8, 16, 32, 64],
-         "seed": 0, "device": "cuda" if torch.cuda.is_available() else "cpu", "backend": "auto"}  # fmt: skip
+    # capture_sizes has no default here: the config's graph_pool.capture_sizes is the one list
+    s = {"warmup_steps": 10, "timed_steps": 50, "repeats": 3, "warmup_repeats": 1, "seed": 0,
+         "device": "cuda" if torch.cuda.is_available() else "cpu", "backend": "auto"}  # fmt: skip
     s.update({k: v for k, v in settings.items() if v is not None})
+    if "capture_sizes" not in s:
+        raise ValueError("setting capture_sizes is required (the config's graph_pool.capture_sizes)")
     for k in ("warmup_steps", "timed_steps", "repeats", "warmup_repeats", "seed"):
         if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 0:
             raise ValueError(f"setting {k} must be a non-negative integer, got {s[k]!r}")
