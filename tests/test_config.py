@@ -134,3 +134,21 @@ def test_the_schemas_are_package_data():
     assert cgb_config.SCHEMA_PATH.parent == results.SCHEMA_PATH.parent == package / "schemas"
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "schemas/*.yaml" in data["cudagraph_bench"]
+
+
+def test_the_llama_preset_is_the_published_llama_3_1_8b_and_makes_vllms_config():
+    """config.yaml's preset owns the shape; make_model_dir.py writes vLLM's config.json from it.
+    The values here are meta-llama/Llama-3.1-8B-Instruct's published config.json."""
+    import importlib.util
+
+    path = Path("workflow/scripts/make_model_dir.py")
+    spec = importlib.util.spec_from_file_location("make_model_dir", path)
+    mmd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mmd)
+    hf = mmd.hf_config(mmd.model_preset(["config/config.yaml"]))
+    published = {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+                 "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+                 "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                                  "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+                 "torch_dtype": "bfloat16", "vocab_size": 128256, "max_position_embeddings": 131072}  # fmt: skip
+    assert {k: hf[k] for k in published} == published and hf["head_dim"] == 128

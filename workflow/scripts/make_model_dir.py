@@ -2,7 +2,7 @@
 
 The directory holds what vLLM needs to build the model with random weights
 (`--load-format dummy`) and to serve text: config.json of the
-Llama-3.1-8B(-Instruct) architecture written from its published values,
+Llama-3.1-8B(-Instruct) architecture written from the config's model preset,
 generation_config.json, and a tokenizer trained here.
 
 The tokenizer is NOT Meta's Llama-3 tokenizer (no package ships it and nothing
@@ -36,39 +36,53 @@ from cudagraph_bench.backends.vllm_parse import read_sharegpt  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "resources" / "models" / "llama-3.1-8b-dummy"
 
-# meta-llama/Llama-3.1-8B-Instruct config.json, as published.
-LLAMA_3_1_8B_CONFIG = {
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+DEFAULT_MODEL = "llama-3.1-8b"
+
+# What meta-llama/Llama-3.1-8B-Instruct's published config.json says beyond the shape: the
+# shape, RoPE and norm come from the config's model preset (models.llama-3.1-8b), their one owner.
+LLAMA_3_1_FAMILY = {
     "architectures": ["LlamaForCausalLM"],
     "attention_bias": False,
     "attention_dropout": 0.0,
     "bos_token_id": 128000,
     "eos_token_id": [128001, 128008, 128009],
     "hidden_act": "silu",
-    "hidden_size": 4096,
     "initializer_range": 0.02,
-    "intermediate_size": 14336,
     "max_position_embeddings": 131072,
     "mlp_bias": False,
     "model_type": "llama",
-    "num_attention_heads": 32,
-    "num_hidden_layers": 32,
-    "num_key_value_heads": 8,
     "pretraining_tp": 1,
-    "rms_norm_eps": 1e-05,
-    "rope_scaling": {
-        "factor": 8.0,
-        "high_freq_factor": 4.0,
-        "low_freq_factor": 1.0,
-        "original_max_position_embeddings": 8192,
-        "rope_type": "llama3",
-    },
-    "rope_theta": 500000.0,
     "tie_word_embeddings": False,
-    "torch_dtype": "bfloat16",
     "transformers_version": "4.43.0.dev0",
     "use_cache": True,
-    "vocab_size": 128256,
 }
+
+
+def hf_config(preset: dict) -> dict:
+    """config.json for vLLM from a config model preset (models.<name>): its shape, RoPE and norm."""
+    return LLAMA_3_1_FAMILY | {
+        "hidden_size": preset["hidden_size"],
+        "intermediate_size": preset["intermediate_size"],
+        "num_attention_heads": preset["n_heads"],
+        "num_hidden_layers": preset["n_layers"],
+        "num_key_value_heads": preset["n_kv_heads"],
+        "head_dim": preset["head_dim"],
+        "rms_norm_eps": preset["norm_eps"],
+        "rope_scaling": preset["rope_scaling"],
+        "rope_theta": preset["rope_theta"],
+        "torch_dtype": preset["dtype"],
+        "vocab_size": preset["vocab_size"],
+    }
+
+
+def model_preset(config_files: list[str | Path], name: str = DEFAULT_MODEL) -> dict:
+    """The validated model preset `name` of these config files (defaults filled)."""
+    from cudagraph_bench import config as cgb_config
+
+    return cgb_config.load([str(f) for f in config_files])["models"][name]
+
 
 GENERATION_CONFIG = {
     "bos_token_id": 128000,
@@ -208,17 +222,23 @@ def tokenizer_config(specials: list[str]) -> dict:
 
 
 def write_model_dir(
-    out: Path, max_entries: int | None = None, sharegpt: str | None = None, n_learned: int = N_LEARNED
+    out: Path,
+    max_entries: int | None = None,
+    sharegpt: str | None = None,
+    n_learned: int = N_LEARNED,
+    preset: dict | None = None,
 ) -> dict:
-    """Write the directory; returns the provenance record also written to
+    """Write the directory for a model preset (default: models.llama-3.1-8b of
+    config/config.yaml); returns the provenance record also written to
     cudagraph_bench_model.json."""
+    preset = preset or model_preset([DEFAULT_CONFIG])
     out.mkdir(parents=True, exist_ok=True)
     texts, data_info = sharegpt_texts(sharegpt, max_entries)
     tok = train_tokenizer(texts, n_learned)
     tok.save(str(out / "tokenizer.json"))
     specials = llama31_special_tokens()
     files = {
-        "config.json": LLAMA_3_1_8B_CONFIG,
+        "config.json": hf_config(preset),
         "generation_config.json": GENERATION_CONFIG,
         "tokenizer_config.json": tokenizer_config(specials),
         "special_tokens_map.json": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
@@ -232,7 +252,7 @@ def write_model_dir(
         f"trained on {data_info['turns']} turns of {data_info['source']}; NOT Meta's Llama-3 tokenizer"
     )
     record = {
-        "model": "Llama-3.1-8B-Instruct architecture (config.json from published values), no weights",
+        "model": "Llama-3.1-8B-Instruct architecture (config.json from the config's model preset), no weights",
         "tokenizer": description,
         "tokenizer_json_sha256": sha,
         "training_data": data_info,
@@ -247,7 +267,8 @@ README = """# Llama-3.1-8B, architecture only (for `vllm --load-format dummy`)
 
 Made by `workflow/scripts/make_model_dir.py`; do not edit by hand.
 
-- `config.json`: the published config of meta-llama/Llama-3.1-8B-Instruct
+- `config.json`: the published config of meta-llama/Llama-3.1-8B-Instruct, its
+  shape, RoPE and norm taken from the model preset of config/config.yaml
   (hidden 4096, 32 layers, 32 heads, 8 KV heads, intermediate 14336, vocab
   128256, rope theta 500000 with llama3 rope scaling, 131072 positions, bf16).
   There are no weights: vLLM builds the model with random weights of the real
@@ -272,8 +293,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory to write")
     ap.add_argument("--max-entries", type=int, default=None, help="train on the first N ShareGPT entries only")
     ap.add_argument("--sharegpt", default=None, help="ShareGPT JSON path (default: the packaged file)")
+    ap.add_argument("--config", nargs="+", default=[str(DEFAULT_CONFIG)], help="config files (as --configfiles)")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="the model preset whose shape config.json takes")
     args = ap.parse_args(argv)
-    record = write_model_dir(args.out, args.max_entries, args.sharegpt)
+    record = write_model_dir(args.out, args.max_entries, args.sharegpt, preset=model_preset(args.config, args.model))
     print(json.dumps(record, indent=2))
 
 

@@ -286,8 +286,9 @@ def rope_tables(max_seq: int, head_dim: int, theta: float, scaling: dict | None 
 
 
 def _llama3_scale(freqs: torch.Tensor, s: dict) -> torch.Tensor:
-    factor, lo, hi = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
-    old_len = s.get("original_max_position_embeddings", 8192)
+    # the config's models.<name>.rope_scaling (its schema requires every key)
+    factor, lo, hi = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+    old_len = s["original_max_position_embeddings"]
     wavelen = 2 * math.pi / freqs
     smooth = (old_len / wavelen - lo) / (hi - lo)
     scaled = torch.where(wavelen > old_len / lo, freqs / factor, freqs)
