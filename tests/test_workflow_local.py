@@ -157,6 +157,23 @@ def test_deleting_one_result_reruns_exactly_that_cell(finished_study):
     assert {p for p in after if after[p] != before.get(p)} == {workdir / victim}
 
 
+def test_a_missing_serving_rate_is_measured_alone_and_the_other_kept(finished_study):
+    """The serving cells of one mode are one job (one server): with one rate's file gone, that job
+    runs again, Snakemake keeps the other rate's file (update()) and the job writes only the
+    missing one."""
+    workdir, _, _ = finished_study
+    victim, kept = (f"{RAW}/vllm/{w}/eager/single.json" for w in ("serving_b", "serving_a"))
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*.json") if "/raw/" in p.as_posix()}
+    kept_bytes = (workdir / kept).read_bytes()
+    (workdir / victim).unlink()
+    proc = snakemake(workdir, victim)  # the cell only: the outputs built from it are not this test's
+    assert submitted(proc) == sorted([kept, victim])  # one job, shown as its two cells
+    after = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*.json") if "/raw/" in p.as_posix()}
+    # Snakemake touches every output of a finished job; the kept rate's measurement is unchanged
+    assert {p for p in after if after[p] != before.get(p)} == {workdir / victim, workdir / kept}
+    assert (workdir / kept).read_bytes() == kept_bytes
+
+
 def test_corrupt_result_is_named(finished_study):
     workdir, _, _ = finished_study
     victim = workdir / f"{RAW}/vllm/startup/eager/single.json"
