@@ -30,6 +30,8 @@ SETTINGS = {
     "max_model_len": 2048,
     "extra_args": [],
     "vllm_executable": "vllm",
+    "startup_num_iters_cold": 1,
+    "startup_num_iters_warm": 1,
 }
 EXE = ["/usr/bin/vllm"]
 

@@ -61,7 +61,6 @@ RESERVED = frozenset(
     ID_COLUMNS + STATE_COLUMNS + GRAPH_MODE_COLUMNS + SHAPE_COLUMNS + PROVENANCE_COLUMNS + FILE_COLUMNS
 )
 SORT_KEYS = ["gpu", "backend", "workload", "mode", "batch_size"]
-KINDS = ("latency", "startup", "serving", "check", "capture_study")
 # Text columns (object dtype, None where absent) and the rest's dtypes, for read_summary.
 TEXT_COLUMNS = frozenset(
     ["gpu", "model", "backend", "workload", "kind", "mode", "status", "reason"]

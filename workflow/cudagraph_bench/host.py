@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 # the profiler annotation around one profiled step; it also shows on the device as an event of
-# its own, which is not a kernel (result files before commit 69714aa+1 counted it as one)
+# its own, which is not a kernel (result files written before commit ee48d78 counted it as one)
 STEP_MARK = "cgb_step"
 CV_LIMIT = 0.02  # an eager cell whose steps vary more than this gets more timed steps ...
 MAX_ROUNDS = 4  # ... up to this many rounds of timed_steps, then is flagged

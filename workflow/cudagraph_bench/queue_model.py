@@ -104,7 +104,7 @@ def predict(
     origin `basis` names. cpu_us_per_kernel:
     instead, a host whose mean CPU cost per kernel is this (the same shares by kind). gpu_scale:
     multiply every d_i (a GPU with proportionally less bandwidth). Returns {"pred_ms",
-    "cpu_ms", "gpu_ms", "idle_ms", "basis", "by_kind": {kind: {"kernels", "cpu_ms", "gpu_ms",
+    "cpu_ms", "bare_launch_ms" (the launches at the bare cost of their kinds), "gpu_ms", "idle_ms", "basis", "by_kind": {kind: {"kernels", "cpu_ms", "gpu_ms",
     "idle_ms"}}}; detail=False: {"pred_ms", "basis"} only (the closed form, for curves)."""
     kinds = seq["kind"].tolist()
     d = [x * gpu_scale for x in seq["gpu_us"].tolist()]
@@ -129,6 +129,7 @@ def predict(
     return {
         "pred_ms": end / 1e3,
         "cpu_ms": sum(c) / 1e3,
+        "bare_launch_ms": sum(w) / 1e3,
         "gpu_ms": sum(d) / 1e3,
         "idle_ms": sum(idle) / 1e3,
         "basis": basis,

@@ -249,7 +249,8 @@ def schema_checker() -> str:
 
 def check_result(path, result: dict) -> None:
     """The result schema's check (the one definition of a valid result file): raise
-    ResultFileError naming `path` and the first place `result` breaks the schema."""
+    ResultFileError naming `path` and the place `result` breaks the schema (the most relevant
+    error, jsonschema's best_match, where there are several)."""
     e = jsonschema.exceptions.best_match(_validator().iter_errors(result))  # the most relevant, not the first
     if e is not None:
         where = "/".join(map(str, e.path)) or "(top level)"

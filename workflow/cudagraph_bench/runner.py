@@ -97,8 +97,8 @@ def _vllm_settings(spec: dict) -> dict:
         "max_model_len": v.get("max_model_len"),
         "extra_args": list(v.get("extra_args", [])),
         "vllm_executable": v["executable"],
-        "startup_num_iters_cold": v.get("startup_num_iters_cold", 1),
-        "startup_num_iters_warm": v.get("startup_num_iters_warm", 1),
+        "startup_num_iters_cold": v["startup_num_iters_cold"],  # defaults: the config schema's
+        "startup_num_iters_warm": v["startup_num_iters_warm"],
     }
 
 
@@ -202,10 +202,12 @@ def run_shared_server_cells(specs: list[dict], out_paths: list[str], log: TextIO
     server's start-up is shared: each measured cell's wall_s is its own benchmark plus its share
     of the start-up, and details.shared_server names the cells that shared it. Returns the
     results written."""
-    todo = [(s, p) for s, p in zip(specs, out_paths, strict=True) if not os.path.exists(p)]
+    todo = []
     for spec, path in zip(specs, out_paths, strict=True):
-        if (spec, path) not in todo:
+        if os.path.exists(path):
             print(f"[cgb] cell {Cell(**spec['cell']).slug}: kept, {path} exists", file=log, flush=True)
+        else:
+            todo.append((spec, path))
     if not todo:
         return []
     first = todo[0][0]

@@ -282,7 +282,7 @@ def launch_model(
                 kernels_per_step=float(len(seq)),
                 cpu_enqueue_ms=q["cpu_ms"],
                 us_per_kernel=q["cpu_ms"] * 1000 / len(seq),
-                bare_launch_ms=sum(Q.launch_weights(seq["kind"].tolist(), num["aten"], num["triton"])) / 1e3,
+                bare_launch_ms=q["bare_launch_ms"],
                 gpu_kernel_ms=q["gpu_ms"],
                 gpu_idle_ms=q["idle_ms"],
                 basis=q["basis"],
@@ -713,7 +713,7 @@ def write_tables(
     code_commit: str | None = None,
     launches: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Build and write every table (launches: queue_model.launch_frame of the eager cells);
+    """Build and write every table (launches: aggregate.parse_launch_details of the result files);
     returns the paths written (= table_outputs(out_dir))."""
     return [
         p for name in TABLE_NAMES for p in write_table(TABLE_BUILDERS[name](df, launches), df, out_dir, code_commit)

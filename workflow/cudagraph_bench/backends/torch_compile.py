@@ -173,8 +173,8 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 def cache_len_for(args: ModelArgs, input_len: int, output_len: int, steps: int) -> int:
     """The KV positions a cell needs, as gpt-fast sizes its cache to the request (prompt + new
     tokens; here also the timed steps), rounded up to 128 and at most max_seq_len. The peer's
-    attention reads its whole cache window (and copies it per query-head group), so a window of
-    max_seq_len positions would charge it for positions no request uses."""
+    attention reads its whole cache window, so a window of max_seq_len positions would charge it
+    for positions no request uses."""
     need = input_len + max(output_len, steps) + 1
     return min(args.max_seq_len, -(-need // 128) * 128)
 

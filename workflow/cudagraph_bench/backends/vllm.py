@@ -153,9 +153,9 @@ def startup_bench_command(
     cmd = [
         *exe, "bench", "startup",
         "--model", model_path,
-        "--num-iters-cold", str(settings.get("startup_num_iters_cold", 1)),
+        "--num-iters-cold", str(settings["startup_num_iters_cold"]),
         "--num-iters-warmup", "1",
-        "--num-iters-warm", str(settings.get("startup_num_iters_warm", 1)),
+        "--num-iters-warm", str(settings["startup_num_iters_warm"]),
         "--output-json", output_json,
         *_engine_args(model_path, settings, dummy, settings.get("max_model_len")),
     ]  # fmt: skip
@@ -437,6 +437,15 @@ def _read_json(path, what: str):
 NO_GPU = "no NVIDIA GPU visible (no /dev/nvidia* device, or CUDA_VISIBLE_DEVICES hides it)"
 
 
+def _environment(settings: dict, model: dict) -> tuple[list[str], str, bool]:
+    """(the vllm command, the model directory, dummy weights or not) of a cell; Unsupported where
+    vLLM, a GPU or the model directory is missing."""
+    exe = resolve_executable(settings)
+    if not gpu_visible():
+        raise Unsupported(NO_GPU)
+    return (exe, *model_paths(model))
+
+
 def _base_details(kind: str, mode: str, model_path: str, dummy: bool) -> dict:
     """What every vLLM result records about its cell and environment."""
     return {
@@ -478,10 +487,7 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     if kind == "serving":
         with serving_session(mode, model, settings, log) as session:
             return session.bench(workload)
-    exe = resolve_executable(settings)
-    if not gpu_visible():
-        raise Unsupported(NO_GPU)
-    model_path, dummy = model_paths(model)
+    exe, model_path, dummy = _environment(settings, model)
     details = _base_details(kind, mode, model_path, dummy)
     with tempfile.TemporaryDirectory(prefix="vllm_cell_") as work:
         if kind == "latency":
@@ -545,7 +551,7 @@ def _measure_startup_bench(exe, mode, model_path, dummy, settings, log, work, de
     details["commands"] = [shlex.join(cmd)]
     # the warm starts read the cache the warm-up start wrote: the cell's own, not the node's
     env = _child_env({"VLLM_CACHE_ROOT": str(Path(work) / "vllm_cache")})
-    starts = settings.get("startup_num_iters_cold", 1) + 1 + settings.get("startup_num_iters_warm", 1)
+    starts = settings["startup_num_iters_cold"] + 1 + settings["startup_num_iters_warm"]
     text = vllm_server.run_logged(
         cmd, log, starts * settings["server_start_timeout_s"], env=env, cwd=work, prefix="[startup] "
     )
@@ -618,10 +624,7 @@ def serving_session(mode: str, model: dict, settings: dict, log) -> Iterator[Ser
     Raises Unsupported (no vLLM, GPU, model directory or tokenizer) or MeasurementError (the
     server never got healthy) before any cell is measured: every cell of the session shares it."""
     mode_args(mode)  # validates
-    exe = resolve_executable(settings)
-    if not gpu_visible():
-        raise Unsupported(NO_GPU)
-    model_path, dummy = model_paths(model)
+    exe, model_path, dummy = _environment(settings, model)
     _check_serving_model(model_path)
     with tempfile.TemporaryDirectory(prefix="vllm_serving_") as work:
         port = vllm_server.find_free_port()
