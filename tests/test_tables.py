@@ -276,6 +276,24 @@ def test_vllm_modes_table_names_the_mode_vllm_ran(tmp_path):
     assert rows["Eager"]["Start-up (s)"] == "missing"  # no startup cell written
 
 
+def test_vllm_modes_table_reads_the_mode_ran_from_serving_cells_and_capture_in_whole_seconds(tmp_path):
+    # latency and start-up cells from before the pipeline recorded the graph mode; a serving cell after
+    for bs in (1, 4):
+        write(tmp_path, Cell("h200", "vllm", "latency", "cudagraph", bs), "ok", {"e2e_latency_s_mean": 0.3})
+    write(tmp_path, Cell("h200", "vllm", "startup", "cudagraph"), "ok", {"startup_s": 80.0, "capture_s": 5.0})
+    ran = {"asked": "FULL_AND_PIECEWISE", "ran": "FULL_AND_PIECEWISE", "downgraded": False}
+    write(
+        tmp_path,
+        Cell("h200", "vllm", "serving_inf", "cudagraph"),
+        "ok",
+        {"serving_output_tok_per_s": 2600.0},
+        details={"graph_mode": ran},
+    )
+    (row,) = rows_of(T.vllm_modes_table(agg.aggregate(tmp_path)[1]))
+    assert row["Graph mode vLLM ran"] == "FULL_AND_PIECEWISE"
+    assert row["Graph capture (s)"] == "5" and row["Start-up (s)"] == T.fmt(80.0) == "80.0"
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_the_closed_form_end_is_the_queue_s(seed):
     import random

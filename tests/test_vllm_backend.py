@@ -691,3 +691,21 @@ def test_the_fake_refuses_a_second_benchmark_without_the_reset(fake, model_dir, 
         session.bench(wl)
         with pytest.raises(MeasurementError, match="exited with code 1"):
             session.bench(wl)
+
+
+def test_gpu_info_names_only_the_gpus_the_job_may_use(tmp_path, monkeypatch):
+    # a stand-in nvidia-smi for a node of two GPUs that honours -i as the real one does
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *"-i 1"*) echo "GPU one, 580, 143771 MiB";; *"-i "*) exit 6;;\n'
+        '  *) echo "GPU zero, 580, 143771 MiB"; echo "GPU one, 580, 143771 MiB";; esac\n'
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert vllm.gpu_info() == "GPU one, 580, 143771 MiB"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-unknown")  # nvidia-smi refuses it: every GPU, not nothing
+    assert vllm.gpu_info() == "GPU zero, 580, 143771 MiB; GPU one, 580, 143771 MiB"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert vllm.gpu_info().count(";") == 1

@@ -68,6 +68,9 @@ MODE_COLORS = {
     "full_decode_only": OKABE_ITO["reddish_purple"],
 }
 SERIES_COLORS = [OKABE_ITO[k] for k in ("blue", "vermillion", "bluish_green", "reddish_purple", "orange", "sky_blue")]
+# Figure 8 draws several modes whose lines can coincide (vLLM's graph modes at large batch):
+# a marker per mode keeps each visible.
+MODE_MARKERS = {"eager": "s", "cudagraph": "o", "compile_nograph": "D", "piecewise": "^", "full_decode_only": "v"}
 BACKEND_MARKERS = {"graph_pool": "o", "vllm": "s", "torch_compile": "D"}
 GAP_COLOR = "#666666"
 STARTUP_PARTS = (  # (label, metrics in order of preference, colour)
@@ -453,11 +456,10 @@ def fig4_capture_cost(df: pd.DataFrame, lookup: Lookup, capture: pd.DataFrame) -
     axes[0].set_title("Graph memory vs graphs captured")
     axes[1].set_title("Capture time vs graphs captured")
     if series:
-        by_path = df.set_index("path")
         handles = []
         for i, (g, m, b) in enumerate(series):
             paths = capture.loc[(capture["gpu"] == g) & (capture["model"] == m) & (capture["backend"] == b), "path"]
-            rows = by_path.loc[sorted(set(paths) & set(by_path.index))].reset_index().to_dict("records")
+            rows = df[df["path"].isin(set(paths))].sort_values("path").to_dict("records")
             label = f"{g} / {b} / {origin(rows) if rows else m}"
             handles.append(Line2D([], [], color=series_color(i), marker=".", label=label))
         kinds = set(capture["series"])
@@ -715,14 +717,15 @@ def fig8_vllm_modes(df: pd.DataFrame, lookup: Lookup) -> Figure:
                 xs.append(bs)
                 ys.append(v)
             color = MODE_COLORS.get(mode, GAP_COLOR)
-            ax.plot(xs, ys, color=color, marker="s", ms=4, lw=1.2)
+            marker = MODE_MARKERS.get(mode, "s")
+            ax.plot(xs, ys, color=color, marker=marker, ms=4, lw=1.2, mfc="none")
             label = T.MODE_LABELS.get(mode, mode)
             if startup is not None:
                 cap = lookup.value((gpu, T.VLLM, startup, mode, None), "capture_s")
                 mem = lookup.value((gpu, T.VLLM, startup, mode, None), "graph_memory_mb")
                 if not isinstance(cap, str):
-                    label += f" (capture {T.fmt(cap)} s, {T.fmt(mem)} MB on {gpu})"
-            handles.setdefault(label, Line2D([], [], color=color, marker="s", ms=4, lw=1.2, label=label))
+                    label += f" (capture {cap:g} s, {T.fmt(mem)} MB on {gpu})"  # vLLM logs whole seconds
+            handles.setdefault(label, Line2D([], [], color=color, marker=marker, ms=4, lw=1.2, mfc="none", label=label))
         if sizes:
             _log2_batch_axis(ax, sizes)
         ax.set_ylim(bottom=0)

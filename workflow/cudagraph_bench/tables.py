@@ -597,7 +597,8 @@ def vllm_modes_table(df: pd.DataFrame) -> Table:
             continue
         for mode in modes_of(df, gpu, backend):
             lookup.begin()
-            keys = [(gpu, backend, sweep, mode, b) for b in sizes] + [(gpu, backend, w, mode, None) for w in startups]
+            keys = [(gpu, backend, sweep, mode, b) for b in sizes]
+            keys += [(gpu, backend, w, mode, None) for w in (*startups, *serving)]
             ran = sorted(
                 {r["graph_mode_ran"] for k in keys if (r := lookup.row(k)) and isinstance(r.get("graph_mode_ran"), str)}
             )
@@ -605,7 +606,9 @@ def vllm_modes_table(df: pd.DataFrame) -> Table:
             values += [fmt(lookup.value((gpu, backend, sweep, mode, b), "e2e_latency_s_mean")) for b in sizes]
             st = (gpu, backend, startups[0], mode, None) if startups else None
             for metric in ("startup_s", "startup_warm_s", "capture_s", "graph_memory_mb"):
-                values.append(fmt(lookup.value(st, metric) if st else MISSING))
+                v = lookup.value(st, metric) if st else MISSING
+                # vLLM's log gives the capture time in whole seconds: no decimals it does not have
+                values.append(f"{v:g}" if metric == "capture_s" and not isinstance(v, str) else fmt(v))
             values += [fmt(lookup.value((gpu, backend, w, mode, None), "serving_output_tok_per_s")) for w in serving]
             model, source = row_origin(lookup, df, gpu, backend)
             rows.append((gpu, model, source, MODE_LABELS.get(mode, mode), *values))
@@ -614,9 +617,11 @@ def vllm_modes_table(df: pd.DataFrame) -> Table:
         f"Start-up, graph capture and memory: the {', '.join(startups) or 'start-up'} cell: a cold start "
         "(fresh compile caches) through vllm bench startup, or for cells measured before it was used, vllm "
         "serve to GET /health; warm: vllm bench startup's start from the cache a warm-up start wrote "
-        "(n/a for vllm serve cells). Capture and memory are from the first, cold start's log. Serving: "
+        "(n/a for vllm serve cells). Capture and memory are from the first, cold start's log (vLLM logs "
+        "the capture time in whole seconds). Serving: "
         "output tokens/s of vllm bench serve.",
-        "Graph mode vLLM ran: from the kinds of graph its log reports capturing (FULL, PIECEWISE); "
+        "Graph mode vLLM ran: from the kinds of graph its log reports capturing (FULL, PIECEWISE), in the "
+        "mode's latency, start-up and serving cells; "
         "'X (asked Y)' where vLLM downgraded the mode the cell asked for; 'not recorded' for cells measured "
         "before the pipeline recorded it. Eager = --enforce-eager (no compile, no graphs); compile, no graph "
         "= cudagraph_mode NONE; CUDA graph = vLLM's default, FULL_AND_PIECEWISE.",

@@ -267,15 +267,17 @@ def gpu_visible() -> bool:
 
 
 def gpu_info() -> str | None:
-    """'name, driver, memory' of the GPUs nvidia-smi lists, or None."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return "; ".join(line.strip() for line in out.splitlines() if line.strip()) or None
+    """'name, driver, memory' of the GPUs this job may use (nvidia-smi lists every GPU of the
+    node unless told CUDA_VISIBLE_DEVICES; all of them if it cannot read that value), or None."""
+    query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    for cmd in ([*query, "-i", visible], query) if visible else (query,):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        return "; ".join(line.strip() for line in out.splitlines() if line.strip()) or None
+    return None
 
 
 def model_paths(model: dict) -> tuple[str, bool]:
