@@ -16,19 +16,17 @@ import argparse
 import copy
 import itertools
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
+from cudagraph_bench import aggregate, results
+from cudagraph_bench.cells import config_hash, iter_cells, job_spec
+from cudagraph_bench.results import make_result, provenance, utc_now, write_result
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
 
-from cudagraph_bench import aggregate  # noqa: E402
-from cudagraph_bench.cells import config_hash, iter_cells, job_spec  # noqa: E402
-from cudagraph_bench.results import make_result, provenance, utc_now, write_result  # noqa: E402
 
 METRICS = (
     "decode_step_ms_median decode_step_ms_p10 decode_step_ms_p90 e2e_latency_s_mean e2e_latency_s_median "
@@ -100,7 +98,7 @@ def main(argv=None) -> None:
         t3 = time.perf_counter()
         assert len(df) == args.files, len(df)
         print(f"read+check {t1 - t0:.2f} s, parse {t2 - t1:.2f} s, write {t3 - t2:.2f} s")
-        print(f"schema check: {aggregate.schema_checker()}")
+        print(f"schema check: {results.schema_checker()}")
         print(f"aggregated {len(df)} result files in {t3 - t0:.2f} s (goal: < 5 s)")
 
 

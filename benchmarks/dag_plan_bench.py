@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import yaml
+from cudagraph_bench.cells import iter_cells
+from workdir import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
-from cudagraph_bench.cells import iter_cells  # noqa: E402
-from workdir import copy_workflow  # noqa: E402
 
 
 def study(target: int) -> dict:

@@ -30,12 +30,11 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
+from cudagraph_bench.cells import iter_cells, results_dir_of
+from workdir import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
 
-from cudagraph_bench.cells import iter_cells, results_dir_of  # noqa: E402
-from workdir import copy_workflow  # noqa: E402
 
 START_HINT = (
     "start one first, e.g. the repository's test cluster (as root): "

@@ -1,15 +1,13 @@
-"""Shared test setup: the package on sys.path, the Slurm cluster fixture, a study copy."""
+"""Shared test setup: the Slurm cluster fixture, a study copy. The package is importable as
+installed by setup_env.sh (editable)."""
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from slurm_cluster.conftest_fixture import in_ci, skip_reason, slurm_cluster  # noqa: F401 (the fixture, for every test)
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "workflow"))
-
-from slurm_cluster.conftest_fixture import in_ci, skip_reason, slurm_cluster  # noqa: E402, F401
 
 
 def pytest_report_header(config) -> str:

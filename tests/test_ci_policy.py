@@ -73,6 +73,19 @@ def test_benchmarks_import_no_test_code(bench):
     assert not re.search(r"""sys\.path\.\w+\(.*["']tests["']""", source), f"{bench} puts tests/ on sys.path"
 
 
+def test_only_the_snakefile_puts_the_package_on_sys_path():
+    """The package is importable as installed (setup_env.sh, editable) or through PYTHONPATH
+    (workflow/offline/run.sh); the Snakefile's rules alone add workflow/ themselves, so that a
+    checkout's Snakefile plans with that checkout's code."""
+    found = []
+    for path in [*REPO.glob("workflow/**/*.py"), *REPO.glob("benchmarks/*.py"), *REPO.glob("tests/**/*.py")]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.match(r"\s*sys\.path\.(insert|append)\(", line):
+                found.append(f"{path.relative_to(REPO)}:{n}")
+    assert found == [], found
+    assert "sys.path.insert" in (REPO / "workflow" / "rules" / "common.smk").read_text()
+
+
 # -- the fixture: skip outside CI, fail under CI --------------------------------------------------
 
 
@@ -81,8 +94,6 @@ def run_fixture(tmp_path: Path, ci: str | None, refuse: str | None, reason: str 
     precondition missing (`reason`), faked."""
     (tmp_path / "conftest.py").write_text(
         textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(REPO / "tests")!r})
         from slurm_cluster import conftest_fixture as f
         from slurm_cluster.cluster import ClusterRefused
 
@@ -96,6 +107,7 @@ def run_fixture(tmp_path: Path, ci: str | None, refuse: str | None, reason: str 
     )
     (tmp_path / "test_needs_slurm.py").write_text("def test_submit(slurm_cluster):\n    pass\n")
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), env.get("PYTHONPATH")]))
     if ci is not None:
         env["CI"] = ci
     return subprocess.run([sys.executable, "-m", "pytest", "-rfEs", "-p", "no:cacheprovider", str(tmp_path)],

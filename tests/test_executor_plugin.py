@@ -126,6 +126,21 @@ def test_registry_survives_a_restart(tmp_path):
     assert JobRegistry(tmp_path / "jobs.json").get("results/raw/a.json") is None
 
 
+def test_the_registry_is_written_by_the_one_atomic_write_a_group_can_read(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("snakemake_executor_plugin_submitit.registry.write_atomic", lambda *a: calls.append(a))
+    JobRegistry(tmp_path / "jobs.json").record("results/raw/a.json", "1", "local", "/f")
+    assert len(calls) == 1 and calls[0][0] == tmp_path / "jobs.json"
+    monkeypatch.undo()
+    old = os.umask(0o002)  # a group's project directory
+    try:
+        JobRegistry(tmp_path / "g" / "jobs.json").record("results/raw/a.json", "1", "local", "/f")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "g" / "jobs.json").stat().st_mode & 0o777 == 0o664
+    assert [p.name for p in (tmp_path / "g").iterdir()] == ["jobs.json"]  # no temporary file left
+
+
 def test_damaged_registry_is_kept_aside(tmp_path):
     (tmp_path / "jobs.json").write_text("{not json")
     reg = JobRegistry(tmp_path / "jobs.json")

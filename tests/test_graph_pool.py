@@ -10,23 +10,21 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-
-torch = pytest.importorskip("torch")
-
-WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
-sys.path.insert(0, str(WORKFLOW))
-
-from cudagraph_bench.backends.graph_pool.measure import bytes_per_step, measure  # noqa: E402
-from cudagraph_bench.backends.graph_pool.model import (  # noqa: E402
+from cudagraph_bench.backends.graph_pool.measure import bytes_per_step, measure
+from cudagraph_bench.backends.graph_pool.model import (
     KVCache,
     ModelArgs,
     build_model,
     hf_to_fused,
 )
-from cudagraph_bench.backends.graph_pool.padding import padded_size, padding_waste  # noqa: E402
-from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool, validate_capture_sizes  # noqa: E402
-from cudagraph_bench.errors import Unsupported  # noqa: E402
+from cudagraph_bench.backends.graph_pool.padding import padded_size, padding_waste
+from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool, validate_capture_sizes
+from cudagraph_bench.errors import Unsupported
+
+WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
+
 
 PRESETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["models"]
 TINY = dict(PRESETS["tiny"], n_layers=2, vocab_size=512, max_seq_len=64)

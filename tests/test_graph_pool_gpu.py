@@ -3,24 +3,21 @@ against eager output (bit-equal: same kernels), padding, the eager fallback, gre
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 import yaml
+from cudagraph_bench.backends.graph_pool.measure import greedy_tokens_match, measure
+from cudagraph_bench.backends.graph_pool.model import ModelArgs, build_model
+from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool
 
-torch = pytest.importorskip("torch")
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-
-import torch.nn.functional as F  # noqa: E402
-from cudagraph_bench.backends.graph_pool.measure import greedy_tokens_match, measure  # noqa: E402
-from cudagraph_bench.backends.graph_pool.model import ModelArgs, build_model  # noqa: E402
-from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool  # noqa: E402
 
 PRESETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["models"]
 

@@ -9,6 +9,7 @@ import json
 import pandas as pd
 import pytest
 from cudagraph_bench import aggregate as agg
+from cudagraph_bench import derived as D
 from cudagraph_bench import queue_model as Q
 from cudagraph_bench import tables as T
 from cudagraph_bench.cells import Cell
@@ -78,7 +79,7 @@ def test_headline_shape_and_gaps(df):
 
 
 def test_every_row_names_its_model_and_source(df, launches):
-    for table in (T.headline_table(df), T.metrics_table(df), T.model_table(df, launches)):
+    for table in (T.headline_table(df), T.metrics_table(df), T.model_table(df, D.launch_model(df, launches))):
         assert table.columns[:4] == ("GPU", "Model", "Backend", "Source"), table.name
         for row in rows_of(table):
             want = {"gpu_a": ("synthetic-8b", "pipeline"), "gpu_b": ("synthetic-1b", "imported (older drivers)")}
@@ -113,7 +114,7 @@ def test_headline_is_the_latency_workload_at_bs1(tmp_path):
 
 
 def test_gaps_are_labels_never_zeros(df):
-    for table in (T.headline_table(df), T.metrics_table(df), T.model_table(df)):
+    for table in (T.headline_table(df), T.metrics_table(df), T.model_table(df, D.launch_model(df))):
         for row in rows_of(table):
             for col, v in row.items():
                 if v == "0":
@@ -168,7 +169,7 @@ def test_predict_shares_the_measured_enqueue_by_launch_kind():
 
 
 def test_model_table_flags_where_the_model_does_not_hold(df, launches):
-    model = T.launch_model(df, launches=launches)
+    model = D.launch_model(df, launches=launches)
     lat = model[model["workload"] == "latency"]
     # gpu_a: launch-bound (8 ms of host time against 4-8 ms of kernels); bs 16's eager step is 30%
     # slower than the queue allows; gpu_b: GPU-bound (2 ms of host time, 6 ms or more of kernels)
@@ -178,22 +179,22 @@ def test_model_table_flags_where_the_model_does_not_hold(df, launches):
     assert bad["eager_pred_ms"].iloc[0] == pytest.approx(8.0 + g16 / 100)  # all launches, then the last kernel
     assert bad["error"].iloc[0] == pytest.approx((8.0 + g16 / 100) / (8.0 * 1.3) - 1)
     good = lat[lat["holds"] == True]  # noqa: E712
-    assert (good["error"].abs() <= T.MODEL_TOLERANCE).all() and len(good) == 7
+    assert (good["error"].abs() <= D.MODEL_TOLERANCE).all() and len(good) == 7
     b1 = good[(good["gpu"] == "gpu_b") & (good["batch_size"] == 1)].iloc[0]
     assert b1["eager_pred_ms"] == pytest.approx(0.02 + 6.0 * (1 + 1 / 64))  # the first launch, then every kernel
     assert set(lat["regime"]) == {"launch-bound", "GPU-bound"} and set(lat["basis"]) == {Q.BASIS_ENQUEUE}
-    rows = rows_of(T.model_table(df, launches))
+    rows = rows_of(T.model_table(df, D.launch_model(df, launches)))
     flagged = [r for r in rows if r["Queue model"].startswith("DOES NOT HOLD")]
     assert len(flagged) == 1 and flagged[0]["Error (%)"] == T.fmt(bad["error"].iloc[0] * 100)
     oom = next(r for r in rows if r["GPU"] == "gpu_b" and r["Batch size"] == "64" and r["Workload"] == "latency")
     assert oom["Speedup measured (×)"] == "OOM" and oom["Speedup predicted (×)"] == "—"
     assert not any(r["Backend"] == "vllm" for r in rows)  # vLLM records no launch sequence
-    kinds = rows_of(T.kinds_table(df, launches))
+    kinds = rows_of(T.kinds_table(df, D.launch_model(df, launches)))
     assert {r["Launched through"] for r in kinds} == {Q.KIND_LABELS["driver"]} and len(kinds) == len(rows)
 
 
 def test_no_launch_sequence_no_model_row(df):
-    assert T.launch_model(df).empty and T.model_table(df).rows == ()
+    assert D.launch_model(df).empty and T.model_table(df, D.launch_model(df)).rows == ()
 
 
 def test_formats(df, tmp_path):
@@ -221,7 +222,7 @@ def test_write_tables_writes_exactly_its_outputs_with_sidecars(df, tmp_path):
 def test_tables_of_an_empty_study():
     empty = agg.parse_results([])
     for build in T.TABLE_BUILDERS.values():
-        assert build(empty, None).rows == ()
+        assert build(empty, D.launch_model(empty)).rows == ()
 
 
 def test_decode_steps_show_their_spread_and_flag_a_noisy_cell(df):
@@ -246,7 +247,7 @@ def test_the_timed_steps_host_time_comes_before_the_separate_enqueue_loop(tmp_pa
         details = {"launches": launches_detail(100, 4.0)} if mode == "eager" else {}
         write(tmp_path, Cell("g", "graph_pool", "latency", mode, 1), "ok", m, details=details)
     records, df = agg.aggregate(tmp_path)
-    (row,) = T.launch_model(df, launches=agg.parse_launch_details(records)).to_dict("records")
+    (row,) = D.launch_model(df, launches=agg.parse_launch_details(records)).to_dict("records")
     assert row["basis"] == Q.BASIS_STEP_HOST and row["cpu_enqueue_ms"] == pytest.approx(3.0)
     assert row["eager_pred_ms"] == pytest.approx(0.03 + 4.0) and row["regime"] == "GPU-bound"
 
@@ -314,12 +315,12 @@ def test_a_step_that_waits_for_the_gpu_is_not_called_a_queue(tmp_path):
         write(tmp_path, Cell("g", "graph_pool", "latency", mode, 1), "ok", m, details=details)
     records, df = agg.aggregate(tmp_path)
     launches = agg.parse_launch_details(records)
-    (row,) = T.launch_model(df, launches=launches).to_dict("records")
+    (row,) = D.launch_model(df, launches=launches).to_dict("records")
     assert (
         row["holds"] is None
         and row["regime"] == "not a queue: it calls cudaStreamSynchronize (host calls that wait for the GPU)"
     )
-    (table_row,) = rows_of(T.model_table(df, launches))
+    (table_row,) = rows_of(T.model_table(df, D.launch_model(df, launches)))
     assert table_row["Queue model"] == row["regime"]
 
 
@@ -334,5 +335,5 @@ def test_an_unmeasurable_enqueue_alone_does_not_make_a_step_wait_for_the_gpu(tmp
             details = {"launches": launches_detail(100, 4.0), "cpu_enqueue": {"error": "not measurable"}}
         write(tmp_path, Cell("g", "torch_compile", "latency", mode, 1), "ok", m, details=details)
     records, df = agg.aggregate(tmp_path)
-    (row,) = T.launch_model(df, launches=agg.parse_launch_details(records)).to_dict("records")
+    (row,) = D.launch_model(df, launches=agg.parse_launch_details(records)).to_dict("records")
     assert row["regime"] == "launch-bound" and row["holds"] is True

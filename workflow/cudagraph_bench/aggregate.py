@@ -20,15 +20,7 @@ import pandas as pd
 
 from .cells import DEFAULT_RESULTS_DIR, Cell, cell_from_path, find_result_files
 from .host import STEP_MARK
-from .results import (  # noqa: F401 - SCHEMA_PATH, ResultFileError, schema_checker, write_atomic re-exported
-    SCHEMA_PATH,
-    ResultFileError,
-    check_result,
-    load_result,
-    quick_valid,
-    schema_checker,
-    write_atomic,
-)
+from .results import ResultFileError, check_result, load_result, quick_valid, write_atomic
 
 # model: spec.model.name of the file (every row names the model it measured).
 ID_COLUMNS = ["gpu", "model", "backend", "workload", "kind", "mode", "batch_size"]

@@ -31,6 +31,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from . import derived as D
 from . import queue_model as Q
 from . import tables as T
 from .aggregate import (
@@ -43,11 +44,11 @@ from .aggregate import (
     sidecar,
     sizes_label,
     value_or_gap,
-    write_atomic,
 )
 from .backends.graph_pool.padding import padding_waste
 from .cells import BACKEND_KINDS, BACKEND_MODES
 from .outputs import FIGURE_FORMATS, FIGURE_NAMES, figure_outputs  # noqa: F401 - figure_outputs re-exported
+from .results import write_atomic
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies.
 OKABE_ITO = {
@@ -202,7 +203,7 @@ def fig1_latency_throughput(df: pd.DataFrame, lookup: Lookup) -> Figure:
     all_modes = sorted(df["mode"].unique(), key=T.mode_sort_key)
     wl = T.HEADLINE_WORKLOAD
     lat_groups = T.gpu_backends(df[df["kind"] == "latency"])
-    serving = T.workloads_of_kind(df, "serving")
+    serving = D.workloads_of_kind(df, "serving")
     srv_groups = [
         (gpu, backend, w)
         for gpu, backend in T.gpu_backends(df)
@@ -246,26 +247,27 @@ def _log2_batch_axis(ax, sizes: Sequence[int]) -> None:
     ax.set_xlabel("Batch size (sequences)")
 
 
-def fig2_speedup(df: pd.DataFrame, lookup: Lookup, launches: pd.DataFrame | None = None) -> Figure:
+def fig2_speedup(df: pd.DataFrame, lookup: Lookup, model: pd.DataFrame) -> Figure:
     """Speedup eager/graph vs batch size, a line per GPU and backend, the queue model's prediction
     dashed beside every backend it can model."""
     fig, (ax,) = new_figure(6.5, 3.2)
-    sweep = T.sweep_workload(df)
-    pairs = T.decode_pairs(df, lookup, sweep) if sweep else T.decode_pairs(df.iloc[0:0])
-    model = T.launch_model(df, lookup, sweep, launches) if sweep else T.launch_model(df.iloc[0:0])
+    sweep = D.sweep_workload(df)
+    pairs = D.decode_pairs(df, lookup, sweep) if sweep else D.decode_pairs(df.iloc[0:0])
+    model = model[model["workload"] == sweep]
+    lookup.used |= D.paths_of(model)
     if pairs.empty:
         empty_note(ax, "no eager/graph latency pairs")
-    gpus = sorted(pairs["gpu"].unique(), key=T.gpu_sort_key)
+    gpus = sorted(pairs["gpu"].unique(), key=D.gpu_sort_key)
     handles = []
     groups = dict(list(pairs.groupby(["gpu", "backend"], sort=True)))
-    for gpu, backend in sorted(groups, key=lambda k: (T.gpu_sort_key(k[0]), k[1])):
+    for gpu, backend in sorted(groups, key=lambda k: (D.gpu_sort_key(k[0]), k[1])):
         sel = groups[(gpu, backend)]
         color, marker = series_color(gpus.index(gpu)), BACKEND_MARKERS.get(backend, "^")
         ok = sel[sel["speedup"].notna()]
         ax.plot(ok["batch_size"], ok["speedup"], color=color, marker=marker, ms=4, lw=1.2)
         # Gaps go into the series' legend entry: at shared batch sizes, labels on the plot would collide.
         gaps = [
-            (row["batch_size"], T.gap_of(row["graph_gap"]) or T.gap_of(row["eager_gap"]) or MISSING)
+            (row["batch_size"], D.gap_of(row["graph_gap"]) or D.gap_of(row["eager_gap"]) or MISSING)
             for row in sel[sel["speedup"].isna()].to_dict("records")
         ]
         label = f"{gpu} / {backend} / {group_origin(df, gpu, backend)}"
@@ -327,7 +329,7 @@ def fig3_startup(df: pd.DataFrame, lookup: Lookup) -> Figure:
             (r["gpu"], r["backend"], r["workload"], r["mode"])
             for r in df[df["kind"] == "startup"][["gpu", "backend", "workload", "mode"]].to_dict("records")
         },
-        key=lambda k: (T.gpu_sort_key(k[0]), k[1], k[2], T.mode_sort_key(k[3])),
+        key=lambda k: (D.gpu_sort_key(k[0]), k[1], k[2], T.mode_sort_key(k[3])),
     )
     fig, (ax,) = new_figure(6.5, max(1.9, 0.42 * len(keys) + 1.3))
     if not keys:
@@ -403,7 +405,7 @@ def fig4_capture_cost(df: pd.DataFrame, lookup: Lookup, capture: pd.DataFrame) -
     capture = capture if capture is not None else pd.DataFrame(columns=CAPTURE_COLUMNS)
     series = sorted(
         set(zip(capture["gpu"], capture["model"], capture["backend"], strict=True)),
-        key=lambda k: (T.gpu_sort_key(k[0]), k[1], k[2]),
+        key=lambda k: (D.gpu_sort_key(k[0]), k[1], k[2]),
     )
     drawn: set[str] = set()
     for ax, metric, ylabel in zip(
@@ -511,7 +513,7 @@ def fig5_padding(df: pd.DataFrame, lookup: Lookup, capture_sizes: Sequence[int])
         if "padding_waste_frac" in measured:
             measured = measured[measured["padding_waste_frac"].notna()]
             colors = [c for c in SERIES_COLORS if c != OKABE_ITO["blue"]]
-            for i, gpu in enumerate(sorted(set(measured["gpu"]), key=T.gpu_sort_key)):
+            for i, gpu in enumerate(sorted(set(measured["gpu"]), key=D.gpu_sort_key)):
                 sel = measured[measured["gpu"] == gpu]
                 for row in sel.to_dict("records"):
                     lookup.row(cell_key(row))
@@ -544,14 +546,14 @@ def fig5_padding(df: pd.DataFrame, lookup: Lookup, capture_sizes: Sequence[int])
 
 def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
     """Each decode step (eager and graph) against its GPU's HBM floor, one panel per GPU."""
-    sweep = T.sweep_workload(df)
+    sweep = D.sweep_workload(df)
     lat = df[(df["kind"] == "latency") & (df["workload"] == sweep)] if sweep else df.iloc[0:0]
     if "hbm_floor_ms" in lat:
         backends = sorted(set(lat.loc[lat["hbm_floor_ms"].notna(), "backend"]))
     else:
         backends = []
     lat = lat[lat["backend"].isin(backends)]
-    gpus = sorted(lat["gpu"].unique(), key=T.gpu_sort_key)
+    gpus = sorted(lat["gpu"].unique(), key=D.gpu_sort_key)
     # Wide enough for the legend and title even with one panel (at 3 in they were cut off).
     fig, axes = new_figure(max(5.5, 2.8 * max(len(gpus), 1)), 3.4, ncols=max(len(gpus), 1))
     if not gpus:
@@ -626,20 +628,23 @@ HBM_TBPS = {"H200": 4.8, "A100": 2.039, "L40S": 0.864}
 HOST_US_AXIS = np.geomspace(2.0, 80.0, 61)
 
 
-def fig7_launch_cost(df: pd.DataFrame, lookup: Lookup, launches: pd.DataFrame | None = None) -> Figure:
+def fig7_launch_cost(
+    df: pd.DataFrame, lookup: Lookup, model: pd.DataFrame, sequences: dict[tuple, pd.DataFrame]
+) -> Figure:
     """Speedup at bs 1 against the host's CPU time per kernel: the queue model run on each
     backend's measured step at every host cost, our cells, and the published points."""
     fig, (ax,) = new_figure(6.5, 4.6)
-    sweep = T.sweep_workload(df)
-    model = T.launch_model(df, lookup, sweep, launches) if sweep else T.launch_model(df.iloc[0:0])
-    bs1 = model[(model["batch_size"] == 1) & model["graph_ms"].notna()] if not model.empty else model
+    sweep = D.sweep_workload(df)
+    model = model[model["workload"] == sweep]
+    bs1 = model[(model["batch_size"] == 1) & model["graph_ms"].notna()]
+    lookup.used |= D.paths_of(bs1)
     handles = []
     colors = {ref: series_color(i) for i, ref in enumerate(HBM_TBPS)}
     for gpu, backend in sorted({(r["gpu"], r["backend"]) for r in bs1.to_dict("records")}):
         row = bs1[(bs1["gpu"] == gpu) & (bs1["backend"] == backend)].iloc[0]
         e_key = (gpu, backend, row["workload"], "eager", 1)
-        seq = Q.cell_sequence(launches, e_key)
-        aten, triton = lookup.value(e_key, "host_aten_launch_us"), lookup.value(e_key, "host_triton_launch_us")
+        seq = sequences[e_key]
+        aten, triton = row["host_aten_launch_us"], row["host_triton_launch_us"]
         own = next((ref for ref in HBM_TBPS if ref.lower() in gpu.lower()), None)
         style, marker = ("-" if backend == "graph_pool" else "--"), BACKEND_MARKERS.get(backend, "^")
         # the measured GPU's own kernels; on the other GPUs the same kernels, slower by the bandwidth ratio (dotted)
@@ -696,8 +701,8 @@ def fig8_vllm_modes(df: pd.DataFrame, lookup: Lookup) -> Figure:
     """vLLM's end-to-end latency per mode against batch size, one panel per GPU; the legend names
     the graph mode vLLM ran and each mode's capture time and graph memory at start-up."""
     vl = df[df["backend"] == T.VLLM]
-    sweep = T.sweep_workload(vl) if not vl.empty else None
-    gpus = sorted(vl["gpu"].unique(), key=T.gpu_sort_key) if sweep else []
+    sweep = D.sweep_workload(vl) if not vl.empty else None
+    gpus = sorted(vl["gpu"].unique(), key=D.gpu_sort_key) if sweep else []
     fig, axes = new_figure(max(5.5, 3.0 * max(len(gpus), 1)), 3.6, ncols=max(len(gpus), 1))
     if not gpus:
         empty_note(axes[0], "no vLLM latency cells")
@@ -705,7 +710,7 @@ def fig8_vllm_modes(df: pd.DataFrame, lookup: Lookup) -> Figure:
     for ax, gpu in zip(axes, gpus, strict=False):
         sel = vl[(vl["gpu"] == gpu) & (vl["workload"] == sweep)]
         sizes = sorted(int(b) for b in sel["batch_size"].dropna().unique())
-        startup = next(iter(T.workloads_of_kind(vl[vl["gpu"] == gpu], "startup")), None)
+        startup = next(iter(D.workloads_of_kind(vl[vl["gpu"] == gpu], "startup")), None)
         for mode in T.modes_of(vl[vl["gpu"] == gpu], gpu, T.VLLM):
             xs, ys = [], []
             for bs in sizes:
@@ -743,16 +748,20 @@ def build_figures(
     capture: pd.DataFrame | None = None,
     launches: pd.DataFrame | None = None,
     capture_sizes: Sequence[int] = (),
+    model: pd.DataFrame | None = None,
 ) -> dict[str, tuple[Figure, set[str], dict]]:
-    """Draw every figure: name -> (figure, result files drawn from, extra sidecar fields)."""
+    """Draw every figure: name -> (figure, result files drawn from, extra sidecar fields). The
+    launch model is `model` (derived.launch_model of df) or, if not given, computed here once."""
+    sequences = Q.cell_sequences(launches)
+    model = D.launch_model(df, sequences=sequences) if model is None else model
     builders = {
         "fig1_latency_throughput": lambda lk: fig1_latency_throughput(df, lk),
-        "fig2_speedup": lambda lk: fig2_speedup(df, lk, launches),
+        "fig2_speedup": lambda lk: fig2_speedup(df, lk, model),
         "fig3_startup": lambda lk: fig3_startup(df, lk),
         "fig4_capture_cost": lambda lk: fig4_capture_cost(df, lk, capture),
         "fig5_padding": lambda lk: fig5_padding(df, lk, capture_sizes),
         "fig6_roofline": lambda lk: fig6_roofline(df, lk),
-        "fig7_launch_cost": lambda lk: fig7_launch_cost(df, lk, launches),
+        "fig7_launch_cost": lambda lk: fig7_launch_cost(df, lk, model, sequences),
         "fig8_vllm_modes": lambda lk: fig8_vllm_modes(df, lk),
     }
     out = {}
@@ -772,12 +781,13 @@ def write_figures(
     launches: pd.DataFrame | None = None,
     capture_sizes: Sequence[int] = (),
     code_commit: str | None = None,
+    model: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw and write every figure as PDF + PNG + sidecar JSON; returns the paths (= figure_outputs(out_dir))."""
     out = Path(out_dir)
     written = []
     for name, (fig, used, extra) in build_figures(
-        df, capture=capture, launches=launches, capture_sizes=capture_sizes
+        df, capture=capture, launches=launches, capture_sizes=capture_sizes, model=model
     ).items():
         blobs = render(fig)
         blobs["json"] = sidecar(name, df, used, code_commit, files=[f"{name}.pdf", f"{name}.png"], **extra).encode()

@@ -45,21 +45,13 @@ BASIS_ENQUEUE = "measured enqueue"
 BASIS_LAUNCH_ONLY = "launch costs only"
 
 
-def cell_sequence(launches: pd.DataFrame | None, key: tuple) -> pd.DataFrame | None:
-    """The device ops of one cell (gpu, backend, workload, mode, batch size) in issue order, or None.
-
-    launches: aggregate.parse_launch_details."""
+def cell_sequences(launches: pd.DataFrame | None) -> dict[tuple, pd.DataFrame]:
+    """The device ops of every cell, (gpu, backend, workload, mode, batch size) -> its ops in issue
+    order (one pass over the frame). launches: aggregate.parse_launch_details."""
     if launches is None or launches.empty:
-        return None
-    gpu, backend, workload, mode, bs = key
-    sel = launches[
-        (launches["gpu"] == gpu)
-        & (launches["backend"] == backend)
-        & (launches["workload"] == workload)
-        & (launches["mode"] == mode)
-        & (launches["batch_size"] == bs)
-    ]
-    return None if sel.empty else sel.sort_values("i")
+        return {}
+    keys = ["gpu", "backend", "workload", "mode", "batch_size"]
+    return {(g, b, w, m, int(bs)): sel.sort_values("i") for (g, b, w, m, bs), sel in launches.groupby(keys, sort=False)}
 
 
 def simulate(c_us: Sequence[float], d_us: Sequence[float]) -> tuple[float, list[float]]:

@@ -1,8 +1,8 @@
 """The one driver of the analysis (verb `rebuild`): result files -> the tidy table (summary.csv)
 -> derived frames -> tables and figures, in that order, without a GPU, Slurm or vLLM.
 
-    raw/*.json --aggregate--> summary.csv --tables--> tables/   (launch model, decode pairs: tables.py)
-                                          --figures--> figures/  (drawn from the same frames)
+    raw/*.json --aggregate--> summary.csv --derived--> launch model --tables--> tables/
+                                                                     --figures--> figures/
 
 The Snakemake rules run the same steps one rule each (workflow/rules/aggregate.smk).
 """
@@ -13,9 +13,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import queue_model as Q
 from . import tables as T
 from .aggregate import aggregate, parse_capture_details, parse_launch_details, read_summary, write_summary
 from .cells import DEFAULT_RESULTS_DIR
+from .derived import launch_model
 from .figures import write_figures
 
 
@@ -40,9 +42,10 @@ def rebuild(
     summary = write_summary(df, out / "summary.csv")
     df = read_summary(summary)
     launches = parse_launch_details(records)
+    model = launch_model(df, sequences=Q.cell_sequences(launches))  # once, for tables and figures
     return {
         "summary": [summary],
-        "tables": T.write_tables(df, out / "tables", code_commit=commit, launches=launches),
+        "tables": T.write_tables(df, out / "tables", code_commit=commit, model=model),
         "figures": write_figures(
             df,
             out / "figures",
@@ -50,5 +53,6 @@ def rebuild(
             launches=launches,
             capture_sizes=capture_sizes,
             code_commit=commit,
+            model=model,
         ),
     }

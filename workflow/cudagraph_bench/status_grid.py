@@ -24,9 +24,9 @@ from pathlib import Path
 from snakemake_executor_plugin_submitit.registry import DEFAULT_FOLDER, REGISTRY_FILE
 from snakemake_executor_plugin_submitit.status import PENDING_STATES, RUNNING_STATES
 
-from .aggregate import job_wall_s, measured_s, write_atomic
+from .aggregate import job_wall_s, measured_s
 from .cells import DEFAULT_RESULTS_DIR, Cell, batch_sizes, iter_cells, results_dir_of
-from .results import ResultFileError, load_result
+from .results import ResultFileError, load_result, write_atomic
 
 REGISTRY = f"{DEFAULT_FOLDER}/{REGISTRY_FILE}"  # the executor's default folder (setting submitit-folder)
 STATUS_FILE = "status.md"  # in the results_dir

@@ -38,13 +38,26 @@ from .aggregate import (
     models_of,
     sidecar,
     source_of,
-    write_atomic,
 )
 from .cells import BACKEND_KINDS, MODES
+from .derived import (
+    DERIVED_GAP,
+    HEADLINE_GPU,
+    LAUNCH_BOUND_IDLE,
+    MODEL_TOLERANCE,
+    decode_pairs,
+    gap_of,
+    gpu_sort_key,
+    launch_model,
+    paths_of,
+    ratio,
+    sweep_workload,
+    workloads_of_kind,
+)
 from .outputs import TABLE_FORMATS, TABLE_NAMES, table_outputs  # noqa: F401 - table_outputs re-exported
+from .results import write_atomic
 
 SIG = 3  # significant figures of every number in every table
-DERIVED_GAP = "—"  # a ratio or prediction whose input is a gap
 MODE_ORDER = MODES
 MODE_LABELS = {
     "eager": "Eager",
@@ -55,10 +68,7 @@ MODE_LABELS = {
 }
 # The published study's table: the H200, bs=1 latency of workload `latency` (256 prompt + 64
 # output tokens; 0.37 s = 64 tokens at 171.6 tok/s), eager vs graphs.
-HEADLINE_GPU = "h200"
 HEADLINE_WORKLOAD = "latency"
-# The model holds where |predicted - measured| / measured is at most this.
-MODEL_TOLERANCE = 0.10
 
 
 def fmt(x: float | str | None) -> str:
@@ -99,15 +109,6 @@ class Table:
 # --------------------------------------------------------------------------- shared selections
 
 
-def workloads_of_kind(df: pd.DataFrame, kind: str) -> list[str]:
-    return sorted(df.loc[df["kind"] == kind, "workload"].unique())
-
-
-def gpu_sort_key(gpu: str) -> tuple:
-    """The headline GPU first, then the others by name."""
-    return (gpu != HEADLINE_GPU, gpu)
-
-
 def gpu_backends(df: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(set(zip(df["gpu"], df["backend"], strict=True)), key=lambda g: (gpu_sort_key(g[0]), g[1]))
 
@@ -130,23 +131,6 @@ def modes_of(df: pd.DataFrame, gpu: str, backend: str) -> list[str]:
     return sorted(sel["mode"].unique(), key=mode_sort_key)
 
 
-def decode_metric(df: pd.DataFrame, backend: str) -> str:
-    """The per-token decode time a backend reports: the pure decode step where measured
-    (graph pool), else time per output token (vLLM's latency benchmark, prefill included)."""
-    sel = df[df["backend"] == backend]
-    has_step = "decode_step_ms_median" in sel and sel["decode_step_ms_median"].notna().any()
-    return "decode_step_ms_median" if has_step else "ms_per_output_token"
-
-
-def sweep_workload(df: pd.DataFrame) -> str | None:
-    """The batch-size sweep: the latency workload with the most batch sizes (ties: by name)."""
-    lat = df[df["kind"] == "latency"]
-    if lat.empty:
-        return None
-    counts = lat.groupby("workload")["batch_size"].nunique()
-    return sorted(counts.index, key=lambda w: (-counts[w], w))[0]
-
-
 DECODE_LABELS = {"decode_step_ms_median": "Decode step", "ms_per_output_token": "Time per output token"}
 
 
@@ -154,150 +138,6 @@ def serving_label(df: pd.DataFrame, workload: str) -> str:
     """'rr=6' / 'rr=inf' from the recorded request rate, else the workload's name."""
     rates = df.loc[df["workload"] == workload, "request_rate"].dropna().unique()
     return f"rr={float(rates[0]):g}" if len(rates) == 1 else workload
-
-
-def gap_of(v) -> str | None:
-    """The gap label stored in a pairs/model frame, or None (pandas may hold None as NaN)."""
-    return v if isinstance(v, str) else None
-
-
-def ratio(a: float | str, b: float | str) -> float | str:
-    """a / b, or the derived-gap mark when either is not a number."""
-    if isinstance(a, str) or isinstance(b, str) or b == 0:
-        return DERIVED_GAP
-    return a / b
-
-
-# --------------------------------------------------------------------------- decode pairs and the model
-
-
-PAIR_COLUMNS = [
-    "gpu",
-    "backend",
-    "workload",
-    "batch_size",
-    "metric",
-    "eager_ms",
-    "graph_ms",
-    "speedup",
-    "eager_gap",
-    "graph_gap",
-]
-
-
-def decode_pairs(df: pd.DataFrame, lookup: Lookup | None = None, workload: str | None = None) -> pd.DataFrame:
-    """Eager vs graph decode time per (gpu, backend, latency workload, batch size); one workload if given.
-
-    eager_ms / graph_ms are NaN where the cell has no number, and eager_gap /
-    graph_gap then hold its label; speedup = eager / graph.
-    """
-    lookup = lookup or Lookup(df)
-    lat = df[df["kind"] == "latency"]
-    if workload is not None:
-        lat = lat[lat["workload"] == workload]
-    rows = []
-    for (gpu, backend, wl, bs), _ in lat.groupby(["gpu", "backend", "workload", "batch_size"], sort=True):
-        metric = decode_metric(df, backend)
-        e = lookup.value((gpu, backend, wl, "eager", int(bs)), metric)
-        g = lookup.value((gpu, backend, wl, "cudagraph", int(bs)), metric)
-        rows.append(
-            {
-                "gpu": gpu,
-                "backend": backend,
-                "workload": wl,
-                "batch_size": int(bs),
-                "metric": metric,
-                "eager_ms": math.nan if isinstance(e, str) else e,
-                "graph_ms": math.nan if isinstance(g, str) else g,
-                "speedup": math.nan if isinstance(ratio(e, g), str) else ratio(e, g),
-                "eager_gap": e if isinstance(e, str) else None,
-                "graph_gap": g if isinstance(g, str) else None,
-            }
-        )
-    rows.sort(key=lambda r: (gpu_sort_key(r["gpu"]), r["backend"], r["workload"], r["batch_size"]))
-    return pd.DataFrame.from_records(rows, columns=PAIR_COLUMNS)
-
-
-MODEL_COLUMNS = PAIR_COLUMNS + [
-    "kernels_per_step",
-    "cpu_enqueue_ms",
-    "us_per_kernel",
-    "bare_launch_ms",
-    "gpu_kernel_ms",
-    "gpu_idle_ms",
-    "basis",
-    "eager_pred_ms",
-    "speedup_pred",
-    "error",
-    "holds",
-    "regime",
-    "by_kind",
-]
-# a step whose GPU idles for more than this share of it waiting for the host is launch-bound
-LAUNCH_BOUND_IDLE = 0.10
-
-
-def launch_model(
-    df: pd.DataFrame,
-    lookup: Lookup | None = None,
-    workload: str | None = None,
-    launches: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """The queue model (queue_model.py) against every eager / graph latency pair whose eager cell
-    recorded its launch sequence (the `launches` frame, aggregate.parse_launch_details).
-
-    Predicted eager step = the queue run on the cell's own kernels, with the host's measured CPU
-    enqueue time (else its bare launch costs: basis); predicted speedup = predicted eager /
-    measured graph step; error = (predicted - measured) / measured eager step; holds = |error| <=
-    MODEL_TOLERANCE. Pairs without a sequence are left out."""
-    lookup = lookup or Lookup(df)
-    pairs = decode_pairs(df, lookup, workload)
-    rows = []
-    for p in pairs.to_dict("records"):
-        e_key = (p["gpu"], p["backend"], p["workload"], "eager", p["batch_size"])
-        seq = Q.cell_sequence(launches, e_key)
-        if seq is None or isinstance(p["eager_gap"], str):
-            continue
-        num = {
-            k: (math.nan if isinstance(v, str) else v)
-            for k, v in (
-                ("h", lookup.value(e_key, "step_host_ms_median")),
-                ("c", lookup.value(e_key, "cpu_enqueue_ms_per_step")),
-                ("aten", lookup.value(e_key, "host_aten_launch_us")),
-                ("triton", lookup.value(e_key, "host_triton_launch_us")),
-            )
-        }
-        if math.isnan(num["aten"]) or math.isnan(num["triton"]):
-            continue  # no host launch costs recorded: nothing to share the CPU time by
-        waits = str(seq["waits_for_gpu"].iloc[0])
-        if not math.isnan(num["h"]):  # the timed steps' own host time: no noise between two loops
-            q = Q.predict(seq, num["h"], num["aten"], num["triton"], basis=Q.BASIS_STEP_HOST)
-        else:
-            q = Q.predict(seq, num["c"], num["aten"], num["triton"])
-        pred, measured = q["pred_ms"], p["eager_ms"]
-        error = pred / measured - 1 if measured > 0 else math.nan
-        rows.append(
-            dict(
-                p,
-                kernels_per_step=float(len(seq)),
-                cpu_enqueue_ms=q["cpu_ms"],
-                us_per_kernel=q["cpu_ms"] * 1000 / len(seq),
-                bare_launch_ms=q["bare_launch_ms"],
-                gpu_kernel_ms=q["gpu_ms"],
-                gpu_idle_ms=q["idle_ms"],
-                basis=q["basis"],
-                eager_pred_ms=pred,
-                speedup_pred=pred / p["graph_ms"] if p["graph_ms"] > 0 else math.nan,
-                error=error,
-                # a step that waits for the GPU is not a queue: its host time includes the wait
-                holds=None if math.isnan(error) or waits else abs(error) <= MODEL_TOLERANCE,
-                regime=f"not a queue: {waits}"
-                if waits
-                else ("launch-bound" if q["idle_ms"] > LAUNCH_BOUND_IDLE * pred else "GPU-bound"),
-                by_kind=q["by_kind"],
-            )
-        )
-    return pd.DataFrame.from_records(rows, columns=MODEL_COLUMNS)
 
 
 # --------------------------------------------------------------------------- the three tables
@@ -448,10 +288,11 @@ def metrics_table(df: pd.DataFrame) -> Table:
     return Table("metrics", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
 
 
-def model_table(df: pd.DataFrame, launches: pd.DataFrame | None = None) -> Table:
-    """The queue model, predicted vs measured per eager cell with a launch sequence, flagging |error| > MODEL_TOLERANCE."""
+def model_table(df: pd.DataFrame, model: pd.DataFrame) -> Table:
+    """The queue model (derived.launch_model of df), predicted vs measured per eager cell with a
+    launch sequence, flagging |error| > MODEL_TOLERANCE."""
     lookup = Lookup(df)
-    model = launch_model(df, lookup, launches=launches)
+    lookup.used |= paths_of(model)
     columns = (
         "GPU",
         "Model",
@@ -539,10 +380,11 @@ def model_table(df: pd.DataFrame, launches: pd.DataFrame | None = None) -> Table
     return Table("launch_model", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
 
 
-def kinds_table(df: pd.DataFrame, launches: pd.DataFrame | None = None) -> Table:
-    """The queue model per kernel kind of every modelled cell: kernels, host and GPU time, GPU idle."""
+def kinds_table(df: pd.DataFrame, model: pd.DataFrame) -> Table:
+    """The queue model (derived.launch_model of df) per kernel kind of every modelled cell:
+    kernels, host and GPU time, GPU idle."""
     lookup = Lookup(df)
-    model = launch_model(df, lookup, launches=launches)
+    lookup.used |= paths_of(model)
     columns = ("GPU", "Backend", "Workload", "Batch size", "Launched through", "Kernels", "CPU (ms)",
                "GPU (ms)", "GPU idle before them (ms)")  # fmt: skip
     rows = []
@@ -631,12 +473,12 @@ def vllm_modes_table(df: pd.DataFrame) -> Table:
     return Table("vllm_modes", tuple(columns), tuple(rows), numeric, notes, frozenset(lookup.used))
 
 
-TABLE_BUILDERS = {
-    "headline": lambda df, launches: headline_table(df),
-    "metrics": lambda df, launches: metrics_table(df),
+TABLE_BUILDERS = {  # name -> (tidy table, launch model) -> Table
+    "headline": lambda df, model: headline_table(df),
+    "metrics": lambda df, model: metrics_table(df),
     "launch_model": model_table,
     "launch_kinds": kinds_table,
-    "vllm_modes": lambda df, launches: vllm_modes_table(df),
+    "vllm_modes": lambda df, model: vllm_modes_table(df),
 }
 
 
@@ -717,9 +559,10 @@ def write_tables(
     out_dir: str | os.PathLike = "results/tables",
     code_commit: str | None = None,
     launches: pd.DataFrame | None = None,
+    model: pd.DataFrame | None = None,
 ) -> list[Path]:
-    """Build and write every table (launches: aggregate.parse_launch_details of the result files);
-    returns the paths written (= table_outputs(out_dir))."""
-    return [
-        p for name in TABLE_NAMES for p in write_table(TABLE_BUILDERS[name](df, launches), df, out_dir, code_commit)
-    ]
+    """Build and write every table; the launch model is `model` (derived.launch_model of df) or,
+    if not given, computed here once from `launches` (aggregate.parse_launch_details of the result
+    files). Returns the paths written (= table_outputs(out_dir))."""
+    model = launch_model(df, launches) if model is None else model
+    return [p for name in TABLE_NAMES for p in write_table(TABLE_BUILDERS[name](df, model), df, out_dir, code_commit)]

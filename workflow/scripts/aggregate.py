@@ -1,11 +1,6 @@
 """Snakemake script for rule `summary`: its input result files -> {results_dir}/summary.csv."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
-
-from cudagraph_bench import aggregate  # noqa: E402
+from cudagraph_bench import aggregate
 
 # Exactly the rule's inputs: this study's cells and every other result under
 # {results_dir}/raw (earlier GPUs' results belong in the same table).

@@ -1,14 +1,11 @@
 """Snakemake script for rule `figures`: {results_dir}/summary.csv, the cudagraph cells' capture
 details and the other cells' launch sequences -> {results_dir}/figures/*."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
-
-from cudagraph_bench import aggregate as agg  # noqa: E402
-from cudagraph_bench.figures import write_figures  # noqa: E402
-from cudagraph_bench.results import code_commit  # noqa: E402
+from cudagraph_bench import aggregate as agg
+from cudagraph_bench.figures import write_figures
+from cudagraph_bench.results import code_commit
 
 df = agg.read_summary(snakemake.input.summary)  # noqa: F821
 # Figure 4's data is in the result files' details, not in the table: read the

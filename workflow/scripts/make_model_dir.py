@@ -26,13 +26,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from importlib import metadata, resources
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workflow/
-
-from cudagraph_bench.backends.vllm_parse import read_sharegpt  # noqa: E402
+from cudagraph_bench.backends.vllm_parse import read_sharegpt
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "resources" / "models" / "llama-3.1-8b-dummy"
 

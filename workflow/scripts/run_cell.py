@@ -1,13 +1,8 @@
 """Snakemake script for the cell rules: measure one cell (cell_<backend>_<gpu>), or the serving
 cells of one mode against one server (serving_<backend>_<gpu>); one result file per cell."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
-
-from cudagraph_bench.cells import cell_from_path, job_spec  # noqa: E402
-from cudagraph_bench.runner import run_cell, run_shared_server_cells  # noqa: E402
+from cudagraph_bench.cells import cell_from_path, job_spec
+from cudagraph_bench.runner import run_cell, run_shared_server_cells
 
 # The job sees the same config files as the planning process (Snakemake passes
 # them on), so the spec is built here rather than shipped as a params function:

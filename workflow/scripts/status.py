@@ -1,13 +1,8 @@
 """Snakemake script for rule `status`: {results_dir}/summary.csv -> the cell grid in {results_dir}/status.md."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
-
-from cudagraph_bench.aggregate import read_summary  # noqa: E402
-from cudagraph_bench.cells import results_dir_of  # noqa: E402
-from cudagraph_bench.status_grid import write_status  # noqa: E402
+from cudagraph_bench.aggregate import read_summary
+from cudagraph_bench.cells import results_dir_of
+from cudagraph_bench.status_grid import write_status
 
 # Every cell has its result by now: the states come from summary.csv (no result file,
 # job registry or queue is read).

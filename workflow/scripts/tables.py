@@ -1,15 +1,11 @@
 """Snakemake script for rule `tables`: {results_dir}/summary.csv and the launch sequences of the
 cells that launch kernel by kernel -> {results_dir}/tables/*."""
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
-
-
-from cudagraph_bench import aggregate as agg  # noqa: E402
-from cudagraph_bench import tables  # noqa: E402
-from cudagraph_bench.results import code_commit  # noqa: E402
+from cudagraph_bench import aggregate as agg
+from cudagraph_bench import tables
+from cudagraph_bench.results import code_commit
 
 # summary.csv holds every value exactly, with each cell's provenance and checksum; the queue
 # model's launch sequences are in the result files' details: read those inputs, and refuse any

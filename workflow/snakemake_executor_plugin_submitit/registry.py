@@ -8,9 +8,9 @@ submitting a second GPU job for the same cell.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from cudagraph_bench.results import write_atomic
 
 DEFAULT_FOLDER = ".snakemake/submitit"  # the executor's folder setting, unless a profile sets another
 REGISTRY_FILE = "jobs.json"  # in that folder
@@ -45,8 +45,4 @@ class JobRegistry:
             self._save()
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".jobs.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._data, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self._data, indent=1, sort_keys=True))
