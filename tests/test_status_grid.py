@@ -13,10 +13,13 @@ import yaml
 from cudagraph_bench import status_grid as S
 from cudagraph_bench.__main__ import main
 from cudagraph_bench.cells import Cell
+from snakemake_executor_plugin_submitit.registry import DEFAULT_FOLDER, REGISTRY_FILE
 from helpers_results import write
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+REGISTRY = f"{DEFAULT_FOLDER}/{REGISTRY_FILE}"  # where the executor keeps it unless told otherwise
 
 
 def small_config() -> dict:
@@ -48,8 +51,8 @@ def root(tmp_path) -> Path:
         cell("cudagraph", None, "startup").path: {"job_id": str(os.getpid()), "launcher": "local", "folder": "x"},
         cell("eager", 1).path: {"job_id": "99", "launcher": "slurm", "folder": "x"},  # stale: has a result
     }
-    (tmp_path / S.REGISTRY).parent.mkdir(parents=True)
-    (tmp_path / S.REGISTRY).write_text(json.dumps(registry))
+    (tmp_path / REGISTRY).parent.mkdir(parents=True)
+    (tmp_path / REGISTRY).write_text(json.dumps(registry))
     return tmp_path
 
 
@@ -102,7 +105,7 @@ def test_no_registry_means_missing(tmp_path):
 
 
 def test_unreadable_registry_is_a_warning_not_a_crash(root):
-    (root / S.REGISTRY).write_text("[")
+    (root / REGISTRY).write_text("[")
     states, warnings = S.cell_states(small_config(), root, squeue=fake_squeue([]))
     assert warnings and "unreadable" in warnings[0]
     assert sum(s.state == "missing" for s in states) == 4
@@ -168,7 +171,7 @@ def test_states_from_the_summary_equal_those_from_the_files(root):
     from cudagraph_bench import aggregate as agg
 
     (root / cell("eager", 64).path).unlink()  # a corrupt file never reaches a summary
-    (root / S.REGISTRY).unlink()
+    (root / REGISTRY).unlink()
     paths = [p for p in agg.find_result_files(root)]
     summary = agg.read_summary(agg.write_summary(agg.aggregate(root, paths)[1], root / "results/summary.csv"))
     from_files = S.status_text(small_config(), root, squeue=lambda ids: pytest.fail("no queue"))
@@ -209,3 +212,16 @@ def test_the_share_outside_the_measurement_comes_from_what_each_cell_measured():
     text = S.render_job_time(cells)
     assert "| h200 | vllm | serving_inf | eager | 1 | 0.028 | 100 | 80% |" in text
     assert "h200 vllm 0.042 h (57% outside the measurement)" in text  # 1 - 65 / 150
+
+
+def test_the_registry_is_read_from_the_executors_folder_setting(root, capsys):
+    """A run with snakemake --submitit-folder elsewhere: status --submitit-folder finds its jobs."""
+    elsewhere = root / "scratch" / "submitit"
+    elsewhere.mkdir(parents=True)
+    (root / REGISTRY).rename(elsewhere / REGISTRY_FILE)
+    lost, _ = S.cell_states(small_config(), root, squeue=fake_squeue([]))
+    found, _ = S.cell_states(small_config(), root, squeue=fake_squeue([]), folder="scratch/submitit")
+    key = ("latency", "cudagraph", 16)
+    by = {(s.cell.workload, s.cell.mode, s.cell.batch_size): s for s in found}
+    assert by[key].job == "slurm 102"
+    assert {(s.cell.workload, s.cell.mode, s.cell.batch_size): s.state for s in lost}[key] == "missing"

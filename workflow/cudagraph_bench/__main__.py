@@ -51,6 +51,17 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_submitit_folder(p: argparse.ArgumentParser) -> None:
+    from snakemake_executor_plugin_submitit.registry import DEFAULT_FOLDER
+
+    p.add_argument(
+        "--submitit-folder",
+        default=DEFAULT_FOLDER,
+        help="the executor's folder, where its job registry says which cells are in flight: the value "
+        f"given to snakemake --submitit-folder, if any (default: {DEFAULT_FOLDER})",
+    )
+
+
 def _add_results(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--results",
@@ -109,7 +120,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     root, results_dir = locate_results(args.results, config)
-    print_status(config, root, results_dir=results_dir)
+    print_status(config, root, results_dir=results_dir, folder=args.submitit_folder)
     return 0
 
 
@@ -207,7 +218,7 @@ VERBS: dict[str, Verb] = {
     "status": Verb(
         cmd_status,
         "per workload, the GPU x mode x batch-size grid of cell states (also written to {results_dir}/status.md)",
-        lambda p: (_add_config(p), _add_results(p)),
+        lambda p: (_add_config(p), _add_results(p), _add_submitit_folder(p)),
     ),
     "rebuild": Verb(
         cmd_rebuild,

@@ -28,7 +28,6 @@ from .aggregate import job_wall_s, measured_s
 from .cells import DEFAULT_RESULTS_DIR, Cell, batch_sizes, iter_cells, results_dir_of
 from .results import ResultFileError, load_result, write_atomic
 
-REGISTRY = f"{DEFAULT_FOLDER}/{REGISTRY_FILE}"  # the executor's default folder (setting submitit-folder)
 STATUS_FILE = "status.md"  # in the results_dir
 STATUS_MD = f"{DEFAULT_RESULTS_DIR}/{STATUS_FILE}"
 # squeue's %T states, folded into what the grid shows.
@@ -51,9 +50,10 @@ class CellState:
     measured_s: float | None = None
 
 
-def read_registry(root: str | os.PathLike) -> tuple[dict[str, dict], str | None]:
-    """The executor's job registry (result path -> entry), and a warning if it could not be read."""
-    path = Path(root) / REGISTRY
+def read_registry(root: str | os.PathLike, folder: str = DEFAULT_FOLDER) -> tuple[dict[str, dict], str | None]:
+    """The executor's job registry (result path -> entry) in its folder (the executor setting
+    submitit-folder, relative to ROOT unless absolute), and a warning if it could not be read."""
+    path = Path(root) / folder / REGISTRY_FILE
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -166,10 +166,12 @@ def cell_states(
     squeue: Callable = query_squeue,
     results_dir: str | None = None,
     summary=None,
+    folder: str = DEFAULT_FOLDER,
 ) -> tuple[list[CellState], list[str]]:
     """Every cell of the study with its state, in the study's order, and any warnings.
 
-    Results are read under ROOT/RESULTS_DIR (default: the config's results_dir). With
+    Results are read under ROOT/RESULTS_DIR (default: the config's results_dir), in-flight jobs
+    from the executor's registry in FOLDER (its submitit-folder setting). With
     `summary` (that run's summary.csv as aggregate.read_summary returns it) the results'
     states come from its rows and no result file, job registry or queue is consulted."""
     root = Path(root)
@@ -179,7 +181,7 @@ def cell_states(
         by_path = {r["path"]: r for r in summary.to_dict("records")}
         states = [_summary_state(c, by_path.get(c.path_in(results_dir))) or CellState(c, "missing") for c in cells]
         return states, []
-    registry, warning = read_registry(root)
+    registry, warning = read_registry(root, folder)
     warnings = [warning] if warning else []
     paths = {c: c.path_in(results_dir) for c in cells}
     states = [_result_state(cell, root, results_dir) for cell in cells]
@@ -240,11 +242,17 @@ def render_status(config: dict, states: list[CellState], warnings: Iterable[str]
 
 
 def status_text(
-    config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue, results_dir=None, summary=None
+    config: dict,
+    root: str | os.PathLike = ".",
+    *,
+    squeue: Callable = query_squeue,
+    results_dir=None,
+    summary=None,
+    folder: str = DEFAULT_FOLDER,
 ) -> str:
     """The status grid of the study in `config`, for the results under ROOT/RESULTS_DIR (see cell_states),
     followed by the job time its measured cells took."""
-    states, warnings = cell_states(config, root, squeue=squeue, results_dir=results_dir, summary=summary)
+    states, warnings = cell_states(config, root, squeue=squeue, results_dir=results_dir, summary=summary, folder=folder)
     return render_status(config, states, warnings) + render_job_time(states)
 
 
@@ -289,19 +297,31 @@ def _outside(cells: list[CellState]) -> str:
 
 
 def write_status(
-    config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue, results_dir=None, summary=None
+    config: dict,
+    root: str | os.PathLike = ".",
+    *,
+    squeue: Callable = query_squeue,
+    results_dir=None,
+    summary=None,
+    folder: str = DEFAULT_FOLDER,
 ) -> str:
     """Write the grid to ROOT/RESULTS_DIR/status.md (default: the config's results_dir); returns the text."""
     results_dir = results_dir_of(config) if results_dir is None else results_dir
-    text = status_text(config, root, squeue=squeue, results_dir=results_dir, summary=summary)
+    text = status_text(config, root, squeue=squeue, results_dir=results_dir, summary=summary, folder=folder)
     write_atomic(Path(root) / results_dir / STATUS_FILE, text)
     return text
 
 
 def print_status(
-    config: dict, root: str | os.PathLike = ".", *, squeue: Callable = query_squeue, results_dir=None, file=None
+    config: dict,
+    root: str | os.PathLike = ".",
+    *,
+    squeue: Callable = query_squeue,
+    results_dir=None,
+    file=None,
+    folder: str = DEFAULT_FOLDER,
 ) -> str:
     """Print the grid (and write RESULTS_DIR/status.md, the same text); returns it."""
-    text = write_status(config, root, squeue=squeue, results_dir=results_dir)
+    text = write_status(config, root, squeue=squeue, results_dir=results_dir, folder=folder)
     print(text, end="", file=file or sys.stdout)
     return text
