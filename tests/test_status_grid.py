@@ -13,8 +13,8 @@ import yaml
 from cudagraph_bench import status_grid as S
 from cudagraph_bench.__main__ import main
 from cudagraph_bench.cells import Cell
-from snakemake_executor_plugin_submitit.registry import DEFAULT_FOLDER, REGISTRY_FILE
 from helpers_results import write
+from snakemake_executor_plugin_submitit.registry import DEFAULT_FOLDER, REGISTRY_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -241,18 +241,11 @@ def render_status(config: dict, states: list[CellState], warnings: Iterable[str]
     return "\n".join(lines) + "\n"
 
 
-def status_text(
-    config: dict,
-    root: str | os.PathLike = ".",
-    *,
-    squeue: Callable = query_squeue,
-    results_dir=None,
-    summary=None,
-    folder: str = DEFAULT_FOLDER,
-) -> str:
-    """The status grid of the study in `config`, for the results under ROOT/RESULTS_DIR (see cell_states),
-    followed by the job time its measured cells took."""
-    states, warnings = cell_states(config, root, squeue=squeue, results_dir=results_dir, summary=summary, folder=folder)
+def status_text(config: dict, root: str | os.PathLike = ".", **where) -> str:
+    """The status grid of the study in `config`, for the results under ROOT/RESULTS_DIR, followed by
+    the job time its measured cells took. `where`: cell_states's keywords (squeue, results_dir,
+    summary, folder)."""
+    states, warnings = cell_states(config, root, **where)
     return render_status(config, states, warnings) + render_job_time(states)
 
 
@@ -296,32 +289,18 @@ def _outside(cells: list[CellState]) -> str:
     return f"{100 * (1 - min(sum(s.measured_s for s in cells), wall) / wall):.0f}%" if wall > 0 else "—"
 
 
-def write_status(
-    config: dict,
-    root: str | os.PathLike = ".",
-    *,
-    squeue: Callable = query_squeue,
-    results_dir=None,
-    summary=None,
-    folder: str = DEFAULT_FOLDER,
-) -> str:
-    """Write the grid to ROOT/RESULTS_DIR/status.md (default: the config's results_dir); returns the text."""
+def write_status(config: dict, root: str | os.PathLike = ".", *, results_dir=None, **where) -> str:
+    """Write the grid to ROOT/RESULTS_DIR/status.md (default: the config's results_dir); returns the
+    text. `where`: cell_states's other keywords (squeue, summary, folder)."""
     results_dir = results_dir_of(config) if results_dir is None else results_dir
-    text = status_text(config, root, squeue=squeue, results_dir=results_dir, summary=summary, folder=folder)
+    text = status_text(config, root, results_dir=results_dir, **where)
     write_atomic(Path(root) / results_dir / STATUS_FILE, text)
     return text
 
 
-def print_status(
-    config: dict,
-    root: str | os.PathLike = ".",
-    *,
-    squeue: Callable = query_squeue,
-    results_dir=None,
-    file=None,
-    folder: str = DEFAULT_FOLDER,
-) -> str:
-    """Print the grid (and write RESULTS_DIR/status.md, the same text); returns it."""
-    text = write_status(config, root, squeue=squeue, results_dir=results_dir, folder=folder)
+def print_status(config: dict, root: str | os.PathLike = ".", *, file=None, **where) -> str:
+    """Print the grid (and write RESULTS_DIR/status.md, the same text); returns it. `where`:
+    cell_states's keywords (squeue, results_dir, folder)."""
+    text = write_status(config, root, **where)
     print(text, end="", file=file or sys.stdout)
     return text
