@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from cudagraph_bench.backends.graph_pool.measure import bytes_per_step, measure
 from cudagraph_bench.backends.graph_pool.model import (
     KVCache,
@@ -21,12 +20,14 @@ from cudagraph_bench.backends.graph_pool.model import (
 )
 from cudagraph_bench.backends.graph_pool.padding import padded_size, padding_waste
 from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool, validate_capture_sizes
+from cudagraph_bench.config import load as load_config
 from cudagraph_bench.errors import Unsupported
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflow"
 
 
-PRESETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["models"]
+# the presets as a run sees them: validated, the schema's defaults filled in
+PRESETS = load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])["models"]
 TINY = dict(PRESETS["tiny"], n_layers=2, vocab_size=512, max_seq_len=64)
 SETTINGS = {"warmup_steps": 1, "timed_steps": 3, "repeats": 1, "warmup_repeats": 0,
             "capture_sizes": [1, 2, 4], "seed": 0, "device": "cpu"}  # fmt: skip

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from cudagraph_bench.backends.graph_pool.measure import greedy_tokens_match, measure
 from cudagraph_bench.backends.graph_pool.model import ModelArgs, build_model
 from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool
+from cudagraph_bench.config import load as load_config
 
 pytestmark = [
     pytest.mark.gpu,
@@ -19,7 +19,8 @@ pytestmark = [
 ]
 
 
-PRESETS = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())["models"]
+# the presets as a run sees them: validated, the schema's defaults filled in
+PRESETS = load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])["models"]
 
 # small, but with the 8B model's head layout (head_dim 128, 4 query heads per kv head)
 SMALL = dict(PRESETS["tiny"], hidden_size=512, n_heads=8, n_kv_heads=2, head_dim=128, intermediate_size=1024,

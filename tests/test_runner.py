@@ -9,11 +9,12 @@ import stat
 import pytest
 import yaml
 from cudagraph_bench import cells
+from cudagraph_bench.config import load as load_config
 from cudagraph_bench.runner import run_cell, run_shared_server_cells
 
 
 def _spec(gpu: str, workload: str = "latency", mode: str = "eager", bs: int | None = 1) -> dict:
-    config = yaml.safe_load(open("config/config.yaml"))
+    config = load_config(["config/config.yaml"])  # as a job sees it: validated, defaults filled in
     config["study"]["model"] = "tiny"
     return cells.job_spec(config, cells.Cell(gpu, "graph_pool", workload, mode, bs))
 

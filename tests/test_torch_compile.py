@@ -2,15 +2,13 @@
 eager cells measure; the compiled modes are CUDA-only and say so."""
 
 import pytest
-
-torch = pytest.importorskip("torch")
-
-from cudagraph_bench.backends import torch_compile as tc  # noqa: E402
-from cudagraph_bench.backends.graph_pool.model import ModelArgs  # noqa: E402
-from cudagraph_bench.errors import Unsupported  # noqa: E402
+import torch
+from cudagraph_bench.backends import torch_compile as tc
+from cudagraph_bench.backends.graph_pool.model import ModelArgs
+from cudagraph_bench.errors import Unsupported
 
 TINY = dict(hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, intermediate_size=128,
-            vocab_size=100, max_seq_len=32, dtype="float32")  # fmt: skip
+            vocab_size=100, max_seq_len=32, dtype="float32", rope_theta=10000.0, norm_eps=1e-5)  # fmt: skip
 SETTINGS = {"seed": 0, "warmup_steps": 2, "timed_steps": 5, "warmup_repeats": 0, "repeats": 2}
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -33,21 +33,23 @@ _FOREIGN_KEYS = {"name", "vllm_model_dir"}
 
 @dataclass
 class ModelArgs:
-    hidden_size: int = 4096
-    n_layers: int = 32
-    n_heads: int = 32
-    n_kv_heads: int = 8
-    head_dim: int = 128
-    intermediate_size: int = 14336
-    vocab_size: int = 128256
-    max_seq_len: int = 1024
-    dtype: str = "bfloat16"
+    """A model's shape. Every value comes from a preset of the config (`models`, validated by the
+    config schema, which also owns the defaults of rope_theta and norm_eps): none is restated here."""
+
+    hidden_size: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_seq_len: int
+    dtype: str
+    rope_theta: float
+    norm_eps: float
     checkpoint: str | None = None
-    rope_theta: float = 500000.0
-    norm_eps: float = 1e-5
-    rope_scaling: dict | None = field(
-        default=None
-    )  # llama3-style: factor, low/high_freq_factor, original_max_position_embeddings
+    # llama3-style: factor, low/high_freq_factor, original_max_position_embeddings; None: plain RoPE
+    rope_scaling: dict | None = None
 
     def __post_init__(self):
         for name in ("hidden_size", "n_layers", "n_heads", "n_kv_heads", "head_dim", "intermediate_size", "vocab_size", "max_seq_len"):  # fmt: skip
