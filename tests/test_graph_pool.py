@@ -203,10 +203,12 @@ _INTERP_SCRIPT = textwrap.dedent(
             x, w = torch.randn(M, Kd), torch.randn(2 * N, Kd) / Kd**0.5
             g, r = 1 + 0.1 * torch.randn(Kd), torch.randn(M, N)
             xn = F.rms_norm(x, (Kd,), g, 1e-5)
-            assert rel(K.linear(x, w[:N] * g, opts, rms_norm=True), xn @ w[:N].T) < 1e-5
+            assert rel(K.linear(x, w[:N] * g, opts, rms_norm=True, eps=1e-5), xn @ w[:N].T) < 1e-5
             assert rel(K.linear(x, w[:N], opts, residual=r.clone()), r + x @ w[:N].T) < 1e-5
             gu = xn @ w.T
-            assert rel(K.linear(x, w * g, opts, rms_norm=True, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-5
+            assert rel(K.linear(x, w * g, opts, rms_norm=True, eps=1e-5, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-5
+    with pytest.raises(ValueError, match="norm_eps"):  # the epsilon is the model's: never a default
+        K.linear(x, w[:N], opts, rms_norm=True)
 
     args = ModelArgs.from_preset(dict(PRESETS["tiny"], n_layers=2, vocab_size=256, max_seq_len=160))
     ref, tri = build_model(args, "cpu", 0), build_model(args, "cpu", 0)

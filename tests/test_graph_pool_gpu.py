@@ -70,11 +70,13 @@ def test_linear_kernel_against_float32(M, gemv):
     r = torch.randn(M, N, device="cuda", generator=g).bfloat16()
     xn = F.rms_norm(x.float(), (Kd,), nw.float(), 1e-5)
     wg = (w.float() * nw.float()).bfloat16()  # the norm weight folded in, as the model does
-    assert _rel(K.linear(x, wg[:N], opts, rms_norm=True), xn @ w[:N].float().T) < 1e-2
-    assert _rel(K.linear(x, wg[:N], opts, rms_norm=True, out_dtype=torch.float32), xn @ w[:N].float().T) < 5e-3
+    assert _rel(K.linear(x, wg[:N], opts, rms_norm=True, eps=1e-5), xn @ w[:N].float().T) < 1e-2
+    assert (
+        _rel(K.linear(x, wg[:N], opts, rms_norm=True, eps=1e-5, out_dtype=torch.float32), xn @ w[:N].float().T) < 5e-3
+    )
     assert _rel(K.linear(x, w[:N], opts, residual=r.clone()), r.float() + x.float() @ w[:N].float().T) < 1e-2
     gu = xn @ w.float().T
-    assert _rel(K.linear(x, wg, opts, rms_norm=True, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-2
+    assert _rel(K.linear(x, wg, opts, rms_norm=True, eps=1e-5, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-2
 
 
 @pytest.mark.parametrize("M", [16, 37, 64, 100])
@@ -93,8 +95,10 @@ def test_linear_kernel_is_deterministic(M, kind):
         if kind == "residual":
             return K.linear(x, w[:N], opts, residual=r.clone())
         if kind == "silu":
-            return K.linear(x, w, opts, rms_norm=True, silu_mul=True)
-        return K.linear(x, w[:N], opts, rms_norm=True, out_dtype=torch.float32 if kind == "norm_fp32" else None)
+            return K.linear(x, w, opts, rms_norm=True, eps=1e-5, silu_mul=True)
+        return K.linear(
+            x, w[:N], opts, rms_norm=True, eps=1e-5, out_dtype=torch.float32 if kind == "norm_fp32" else None
+        )
 
     first = run()
     for _ in range(20):

@@ -311,7 +311,7 @@ def linear(
     opts: KernelOptions,
     *,
     rms_norm: bool = False,
-    eps: float = 1e-5,
+    eps: float | None = None,
     residual: torch.Tensor | None = None,
     silu_mul: bool = False,
     out: torch.Tensor | None = None,
@@ -319,10 +319,14 @@ def linear(
 ) -> torch.Tensor:
     """epilogue(x / rms(x) @ w.T) for x [M, K] (unit column stride), w [N', K] contiguous.
 
-    rms_norm: normalise the rows of x first; the norm's weight must already be folded into w.
+    rms_norm: normalise the rows of x first, with the model's epsilon `eps`; the norm's weight
+    must already be folded into w.
     residual: [M, N] added after the matmul (may be `out`, for an in-place update).
     silu_mul: w holds gate rows then up rows ([2N, K]); returns silu(gate) * up [M, N].
     """
+    if rms_norm and eps is None:
+        raise ValueError("linear(rms_norm=True) needs eps, the model's norm_eps")
+    eps = 0.0 if eps is None else eps  # unused without the norm
     if x.stride(1) != 1:
         x = x.contiguous()
     M, K = x.shape

@@ -171,6 +171,7 @@ def tune(model: Transformer) -> tuple[dict, dict]:
     from . import kernels as K
 
     dev, dt = model.output.weight.device, model.args.torch_dtype
+    eps = model.args.norm_eps
     gemv_opts = replace(model.kernel_opts, gemv_m1=True, linear_configs={})
     dot_opts = replace(model.kernel_opts, gemv_m1=False, linear_configs=gemv_opts.linear_configs)
     chosen: dict = {}
@@ -187,7 +188,7 @@ def tune(model: Transformer) -> tuple[dict, dict]:
             out = torch.empty(bm, N, device=dev, dtype=torch.float32 if kw.get("fp32") else dt)
 
             def call(i, ws=ws, x=x, res=res, out=out, kw=kw, opts=opts):
-                K.linear(x, ws[i % len(ws)], opts, rms_norm=kw.get("norm", False),
+                K.linear(x, ws[i % len(ws)], opts, rms_norm=kw.get("norm", False), eps=eps,
                          residual=res if kw.get("residual") else None, silu_mul=kw.get("silu_mul", False),
                          out=out)  # fmt: skip
 
@@ -206,7 +207,7 @@ def tune(model: Transformer) -> tuple[dict, dict]:
                 opts.linear_configs[(1, N, Kd)] = None  # the tensor-core kernel at M == 1
 
                 def call1(i, ws=ws, x1=x[:1], r1=res[:1], o1=out[:1], kw=kw):
-                    K.linear(x1, ws[i % len(ws)], gemv_opts, rms_norm=kw.get("norm", False),
+                    K.linear(x1, ws[i % len(ws)], gemv_opts, rms_norm=kw.get("norm", False), eps=eps,
                              residual=r1 if kw.get("residual") else None, silu_mul=kw.get("silu_mul", False),
                              out=o1)  # fmt: skip
 
