@@ -357,6 +357,23 @@ def test_sharegpt_file_from_package(tmp_path):
     assert vllm.sharegpt_file({"dataset_path": None}, cache_dir=str(tmp_path))[0] == path
 
 
+def test_sharegpt_file_repaired_copy_is_written_whole(tmp_path, monkeypatch):
+    entries = [{"id": str(i), "conversations": [{"from": "human", "value": f"q{i}"}]} for i in range(3)]
+    text = json.dumps(entries)
+    packaged = tmp_path / "pkg" / "sharegpt.json"
+    packaged.parent.mkdir()
+    packaged.write_text(text[: text.index('"q2"') + 2])  # cut inside the third entry
+    monkeypatch.setattr(vllm, "packaged_sharegpt", lambda: (packaged, "stand-in 1.0"))
+    cache = tmp_path / "cache"
+    path, info = vllm.sharegpt_file({"dataset_path": None}, cache_dir=str(cache))
+    assert json.loads(Path(path).read_text()) == entries[:2]
+    meta = Path(path).with_suffix(".meta.json")
+    assert json.loads(meta.read_text()) == {"complete": False, "entries": 2, "note": info["note"]}
+    assert sorted(cache.iterdir()) == sorted([Path(path), meta])  # no temporary file left behind
+    assert info["source"] == "stand-in 1.0"
+    assert vllm.sharegpt_file({"dataset_path": None}, cache_dir=str(cache)) == (path, info)
+
+
 # ---------------------------------------------------------------------------
 # Process handling against a stand-in server
 # ---------------------------------------------------------------------------

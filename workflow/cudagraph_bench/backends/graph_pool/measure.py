@@ -26,7 +26,7 @@ from cudagraph_bench.errors import MeasurementError, Unsupported
 from cudagraph_bench.host import STEP_MARK, host_metrics, host_record, quantile, step_metrics, timed_until_stable
 
 from .model import ModelArgs, Transformer, build_model, triton_unsupported_reason
-from .padding import padded_size
+from .padding import padded_size, padding_waste
 from .pool import CUDAGraphPool, compare, validate_capture_sizes
 
 
@@ -89,13 +89,18 @@ def say(log: TextIO | None, line: str) -> None:
         print(line, file=log, flush=True)
 
 
+# Settings the config owns (its `measurement` block and graph_pool.capture_sizes): no default here.
+REQUIRED_SETTINGS = ("warmup_steps", "timed_steps", "repeats", "warmup_repeats", "seed", "capture_sizes")
+
+
 def _check_settings(settings: dict) -> dict:
-    # capture_sizes has no default here: the config's graph_pool.capture_sizes is the one list
-    s = {"warmup_steps": 10, "timed_steps": 50, "repeats": 3, "warmup_repeats": 1, "seed": 0,
-         "device": "cuda" if torch.cuda.is_available() else "cpu", "backend": "auto"}  # fmt: skip
+    s = {"device": "cuda" if torch.cuda.is_available() else "cpu", "backend": "auto"}  # the machine's, not the study's
     s.update({k: v for k, v in settings.items() if v is not None})
-    if "capture_sizes" not in s:
-        raise ValueError("setting capture_sizes is required (the config's graph_pool.capture_sizes)")
+    missing = [k for k in REQUIRED_SETTINGS if k not in s]
+    if missing:
+        raise ValueError(
+            f"settings {missing} are required (the config's measurement block and graph_pool.capture_sizes)"
+        )
     for k in ("warmup_steps", "timed_steps", "repeats", "warmup_repeats", "seed"):
         if not isinstance(s[k], int) or isinstance(s[k], bool) or s[k] < 0:
             raise ValueError(f"setting {k} must be a non-negative integer, got {s[k]!r}")
@@ -194,7 +199,7 @@ def latency_metrics(model: Transformer, pool: CUDAGraphPool | None, batch: int, 
     metrics: dict = {}
     sizes = sorted(s["capture_sizes"]) if pool is None else pool.sizes
     padded = padded_size(batch, sizes) or batch  # above the largest graph: eager, unpadded
-    metrics.update(padded_batch_size=float(padded), padding_waste_frac=(padded - batch) / padded)
+    metrics.update(padded_batch_size=float(padded), padding_waste_frac=padding_waste(batch, sizes) or 0.0)
     details["capture_sizes"] = sizes
     if pool is not None:
         details["runs_eager_fallback"] = pool.dispatch(batch) is None
