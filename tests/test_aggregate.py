@@ -253,10 +253,10 @@ def test_malformed_capture_study_is_named(tmp_path):
 
 def test_records_that_changed_since_the_summary_are_refused(study):
     records, df = agg.aggregate(study)
-    agg.check_records_match(records, df)
+    agg.check_records_match(records, df, "summary.csv")
     changed = dict(records[0], sha256="0" * 64)
     with pytest.raises(agg.AggregationError, match="changed since summary.csv"):
-        agg.check_records_match([changed], df)
+        agg.check_records_match([changed], df, "summary.csv")
 
 
 def test_value_or_gap_labels():

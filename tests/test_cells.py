@@ -121,6 +121,36 @@ def test_every_list_of_modes_is_cells_modes():
     assert {m for modes in cells.BACKEND_MODES.values() for m in modes} == set(cells.MODES)
 
 
+def test_the_schemas_enumerate_the_codes_backends_kinds_and_statuses():
+    """The schemas list backends, workload kinds and result statuses for the user; the code owns
+    them (cells.BACKEND_KINDS, results.STATUSES): the lists must agree."""
+    from cudagraph_bench.results import STATUSES
+
+    root = Path(__file__).resolve().parent.parent / "workflow" / "cudagraph_bench" / "schemas"
+    config_schema = yaml.safe_load((root / "config.schema.yaml").read_text())["properties"]
+    result_schema = yaml.safe_load((root / "result.schema.yaml").read_text())["properties"]
+    kinds = {k for ks in cells.BACKEND_KINDS.values() for k in ks}
+    assert set(config_schema["study"]["properties"]["backends"]["items"]["enum"]) == set(cells.BACKEND_KINDS)
+    assert set(result_schema["cell"]["properties"]["backend"]["enum"]) == set(cells.BACKEND_KINDS)
+    workload = config_schema["workloads"]["additionalProperties"]["properties"]["kind"]
+    assert set(workload["enum"]) == set(result_schema["kind"]["enum"]) == kinds
+    assert tuple(result_schema["status"]["enum"]) == STATUSES
+    assert set(cells.BACKEND_MODES) == set(cells.BACKEND_KINDS)
+
+
+def test_the_config_schema_carries_the_executors_settings_contract():
+    """gpu_types.<name> holds the Slurm settings the executor plugin reads (its SETTING_DEFAULTS
+    own the keys and the values of absent ones): the schema has every key, with the same default."""
+    from snakemake_executor_plugin_submitit.submission import SETTING_DEFAULTS
+
+    root = Path(__file__).resolve().parent.parent / "workflow" / "cudagraph_bench" / "schemas"
+    gpu_type = yaml.safe_load((root / "config.schema.yaml").read_text())["properties"]["gpu_types"]
+    props, required = gpu_type["additionalProperties"]["properties"], gpu_type["additionalProperties"]["required"]
+    for key, default in SETTING_DEFAULTS.items():
+        assert key in props, key
+        assert key in required or props[key].get("default") == default, (key, props[key].get("default"), default)
+
+
 def test_the_shared_server_workloads_are_left_out_of_the_per_cell_rule():
     import re
 

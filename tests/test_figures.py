@@ -17,6 +17,7 @@ from cudagraph_bench import figures as F
 from cudagraph_bench import tables as T
 from cudagraph_bench.__main__ import main
 from cudagraph_bench.cells import Cell
+from cudagraph_bench.outputs import figure_outputs
 from helpers_results import synthetic_study, write
 from matplotlib.patches import Rectangle
 
@@ -198,7 +199,7 @@ def test_model_prediction_drawn_beside_measurement(drawn):
 def test_write_figures_outputs_and_sidecars(study, tmp_path):
     _, df = agg.aggregate(study)
     written = F.write_figures(df, tmp_path, capture_sizes=[1, 4], code_commit="abc")
-    assert [p.as_posix() for p in written] == F.figure_outputs(tmp_path.as_posix())
+    assert [p.as_posix() for p in written] == figure_outputs(tmp_path.as_posix())
     side = json.loads((tmp_path / "fig2_speedup.json").read_text())
     paths = [f["path"] for f in side["result_files"]]
     assert paths == sorted(paths) and paths

@@ -136,3 +136,20 @@ def test_fast_path_switches_off_for_keywords_it_does_not_know():
     assert not R._fast_compatible({"properties": {"a": {"unevaluatedProperties": False}}})
     assert not R._fast_compatible({"allOf": [{"prefixItems": [{}]}]})
     assert not R._fast_compatible({"items": [{"type": "string"}]})
+
+
+def test_rerun_errors_sets_aside_failed_and_invalid_results_only(tmp_path):
+    from cudagraph_bench.rerun import set_aside_failed
+    from helpers_results import write
+
+    ok, failed, broken = (Cell("g", "graph_pool", "latency", "eager", bs) for bs in (1, 4, 16))
+    write(tmp_path, ok, "ok", {"decode_step_ms_median": 5.0})
+    write(tmp_path, failed, "error", reason="server died")
+    write(tmp_path, broken, "ok", {"decode_step_ms_median": 5.0})
+    doc = json.loads((tmp_path / broken.path).read_text())
+    doc["status"] = "fine"  # valid JSON, not a valid result
+    (tmp_path / broken.path).write_text(json.dumps(doc))
+    moved = set_aside_failed([c.path for c in (ok, failed, broken)], tmp_path)
+    assert [line.split(" (")[0] for line in moved] == [failed.path, broken.path]
+    assert (tmp_path / ok.path).exists() and not (tmp_path / failed.path).exists()
+    assert len(list((tmp_path / "results" / "superseded").rglob("*.json"))) == 2

@@ -13,6 +13,7 @@ from cudagraph_bench import derived as D
 from cudagraph_bench import queue_model as Q
 from cudagraph_bench import tables as T
 from cudagraph_bench.cells import Cell
+from cudagraph_bench.outputs import table_outputs
 from helpers_results import graph_pool_latency, launches_detail, synthetic_study, write
 
 
@@ -211,7 +212,7 @@ def test_formats(df, tmp_path):
 
 def test_write_tables_writes_exactly_its_outputs_with_sidecars(df, tmp_path):
     written = T.write_tables(df, tmp_path / "tables", code_commit="abc")
-    assert [p.as_posix() for p in written] == T.table_outputs((tmp_path / "tables").as_posix())
+    assert [p.as_posix() for p in written] == table_outputs((tmp_path / "tables").as_posix())
     side = json.loads((tmp_path / "tables" / "headline.json").read_text())
     paths = [f["path"] for f in side["result_files"]]
     assert paths == sorted(paths) and side["code_commit"] == "abc"

@@ -176,12 +176,12 @@ def cmd_outputs(args: argparse.Namespace) -> int:
 
 
 def outputs_text(root: Path, results_dir: str = DEFAULT_RESULTS_DIR) -> str:
-    from .outputs import FIGURE_NAMES, TABLE_NAMES
+    from .outputs import FIGURE_FORMATS, FIGURE_NAMES, FIGURES_DIR, STATUS_FILE, SUMMARY_FILE, TABLE_NAMES, TABLES_DIR
 
     results = root / results_dir
     option = "" if results_dir == DEFAULT_RESULTS_DIR else f" --results {results_dir}"
     lines = [f"cudagraph-bench outputs in {results.as_posix()}/", ""]
-    summary = results / "summary.csv"
+    summary = results / SUMMARY_FILE
     lines.append(f"  raw/           {len(find_result_files(root, results_dir))} result files, one per cell")
     if summary.exists():
         import pandas as pd
@@ -196,11 +196,12 @@ def outputs_text(root: Path, results_dir: str = DEFAULT_RESULTS_DIR) -> str:
         have = [n for n in names if all((results / folder / f"{n}.{e}").exists() for e in exts)]
         return f"{len(have)} of {len(names)} built ({' '.join('.' + e for e in exts)})"
 
-    lines.append(f"  tables/        {present('tables', TABLE_NAMES, ('csv', 'md', 'tex'))}: {', '.join(TABLE_NAMES)}")
-    lines.append(f"  figures/       {present('figures', FIGURE_NAMES, ('pdf', 'png', 'json'))}")
+    readable = ("csv", "md", "tex")  # a table's forms a reader opens (its .json sidecar aside)
+    lines.append(f"  tables/        {present(TABLES_DIR, TABLE_NAMES, readable)}: {', '.join(TABLE_NAMES)}")
+    lines.append(f"  figures/       {present(FIGURES_DIR, FIGURE_NAMES, FIGURE_FORMATS)}")
     for name in FIGURE_NAMES:
         lines.append(f"                   {name}")
-    status = results / "status.md"
+    status = results / STATUS_FILE
     lines.append(
         f"  status.md      {'the study grid' if status.exists() else 'not written yet: python -m cudagraph_bench status'}"
         + ("" if status.exists() or not option else " --config <the run's config files>")

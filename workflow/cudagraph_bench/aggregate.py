@@ -642,7 +642,7 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def check_records_match(records: list[dict], df: pd.DataFrame, summary: str | os.PathLike = "summary.csv") -> None:
+def check_records_match(records: list[dict], df: pd.DataFrame, summary: str | os.PathLike) -> None:
     """Refuse result files whose bytes are not those summary.csv was built from (changed since)."""
     recorded = dict(zip(df["path"], df["sha256"], strict=True))
     for rec in records:

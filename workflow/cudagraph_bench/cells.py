@@ -170,9 +170,9 @@ def check_config(config: dict) -> None:
     for gpu in study["gpus"]:
         g = config["gpu_types"][gpu]
         count = g.get("gres", "").rpartition(":")[2]
-        if count and int(count) != g.get("gpus", 1):
+        if count and int(count) != g["gpus"]:  # the schema filled in its default
             raise ConfigError(
-                f"gpu_types.{gpu}: gres {g['gres']!r} asks Slurm for {count} GPU(s) but gpus is {g.get('gpus', 1)}; "
+                f"gpu_types.{gpu}: gres {g['gres']!r} asks Slurm for {count} GPU(s) but gpus is {g['gpus']}; "
                 "make them agree"
             )
     if not list(iter_cells(config)):

@@ -47,7 +47,7 @@ from .aggregate import (
 )
 from .backends.graph_pool.padding import padding_waste
 from .cells import BACKEND_KINDS, BACKEND_MODES
-from .outputs import FIGURE_FORMATS, FIGURE_NAMES, figure_outputs  # noqa: F401 - figure_outputs re-exported
+from .outputs import FIGURE_FORMATS, FIGURE_NAMES
 from .results import write_atomic
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under the common colour-vision deficiencies.
@@ -775,7 +775,7 @@ def build_figures(
 
 def write_figures(
     df: pd.DataFrame,
-    out_dir: str | os.PathLike = "results/figures",
+    out_dir: str | os.PathLike,
     *,
     capture: pd.DataFrame | None = None,
     launches: pd.DataFrame | None = None,

@@ -9,6 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Under a results folder: the tidy table, the status grid, and the folders of tables and figures.
+SUMMARY_FILE = "summary.csv"
+STATUS_FILE = "status.md"
+TABLES_DIR = "tables"
+FIGURES_DIR = "figures"
 TABLE_NAMES = ("headline", "metrics", "launch_model", "launch_kinds", "vllm_modes")
 TABLE_FORMATS = ("csv", "md", "tex", "json")
 FIGURE_NAMES = (
@@ -24,11 +29,11 @@ FIGURE_NAMES = (
 FIGURE_FORMATS = ("pdf", "png", "json")
 
 
-def table_outputs(out_dir: str | os.PathLike = "results/tables") -> list[str]:
+def table_outputs(out_dir: str | os.PathLike) -> list[str]:
     """Every file `tables.write_tables` writes (for Snakemake outputs)."""
     return [f"{Path(out_dir).as_posix()}/{name}.{ext}" for name in TABLE_NAMES for ext in TABLE_FORMATS]
 
 
-def figure_outputs(out_dir: str | os.PathLike = "results/figures") -> list[str]:
+def figure_outputs(out_dir: str | os.PathLike) -> list[str]:
     """Every file `figures.write_figures` writes (for Snakemake outputs)."""
     return [f"{Path(out_dir).as_posix()}/{name}.{ext}" for name in FIGURE_NAMES for ext in FIGURE_FORMATS]

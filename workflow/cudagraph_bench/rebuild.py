@@ -19,6 +19,7 @@ from .aggregate import aggregate, parse_capture_details, parse_launch_details, r
 from .cells import DEFAULT_RESULTS_DIR
 from .derived import launch_model
 from .figures import write_figures
+from .outputs import FIGURES_DIR, SUMMARY_FILE, TABLES_DIR
 
 
 def rebuild(
@@ -39,16 +40,16 @@ def rebuild(
     root = Path(root)
     records, df = aggregate(root, results_dir=results_dir)
     out = root / results_dir
-    summary = write_summary(df, out / "summary.csv")
+    summary = write_summary(df, out / SUMMARY_FILE)
     df = read_summary(summary)
     launches = parse_launch_details(records)
     model = launch_model(df, sequences=Q.cell_sequences(launches))  # once, for tables and figures
     return {
         "summary": [summary],
-        "tables": T.write_tables(df, out / "tables", code_commit=commit, model=model),
+        "tables": T.write_tables(df, out / TABLES_DIR, code_commit=commit, model=model),
         "figures": write_figures(
             df,
-            out / "figures",
+            out / FIGURES_DIR,
             capture=parse_capture_details(records),
             launches=launches,
             capture_sizes=capture_sizes,

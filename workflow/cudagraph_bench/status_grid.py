@@ -24,14 +24,14 @@ from pathlib import Path
 from snakemake_executor_plugin_submitit.registry import DEFAULT_FOLDER, REGISTRY_FILE
 from snakemake_executor_plugin_submitit.status import PENDING_STATES, RUNNING_STATES
 
-from .aggregate import job_wall_s, measured_s
+from .aggregate import GAP_LABELS, job_wall_s, measured_s
 from .cells import DEFAULT_RESULTS_DIR, Cell, batch_sizes, iter_cells, results_dir_of
+from .outputs import STATUS_FILE
 from .results import ResultFileError, load_result, write_atomic
 
-STATUS_FILE = "status.md"  # in the results_dir
 STATUS_MD = f"{DEFAULT_RESULTS_DIR}/{STATUS_FILE}"
 # squeue's %T states, folded into what the grid shows.
-RESULT_STATES = {"ok": "done", "unsupported": "unsupported", "oom": "OOM", "error": "error"}
+RESULT_STATES = {"ok": "done", **GAP_LABELS}  # a result's status as the grid shows it
 # The order states are counted in the summary line.
 STATE_ORDER = ("done", "running", "pending", "submitted", "unsupported", "OOM", "error", "corrupt", "lost", "missing")
 

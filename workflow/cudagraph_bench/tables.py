@@ -54,7 +54,7 @@ from .derived import (
     sweep_workload,
     workloads_of_kind,
 )
-from .outputs import TABLE_FORMATS, TABLE_NAMES, table_outputs  # noqa: F401 - table_outputs re-exported
+from .outputs import TABLE_FORMATS, TABLE_NAMES
 from .results import write_atomic
 
 SIG = 3  # significant figures of every number in every table
@@ -556,7 +556,7 @@ def write_table(
 
 def write_tables(
     df: pd.DataFrame,
-    out_dir: str | os.PathLike = "results/tables",
+    out_dir: str | os.PathLike,
     code_commit: str | None = None,
     launches: pd.DataFrame | None = None,
     model: pd.DataFrame | None = None,

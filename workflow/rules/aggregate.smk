@@ -18,7 +18,7 @@ rule summary:
     input:
         RESULT_FILES,
     output:
-        f"{RESULTS_DIR}/summary.csv",
+        f"{RESULTS_DIR}/{SUMMARY_FILE}",
     log:
         "logs/summary/summary.log",
     conda:
@@ -29,7 +29,7 @@ rule summary:
 
 rule tables:
     input:
-        summary=f"{RESULTS_DIR}/summary.csv",
+        summary=f"{RESULTS_DIR}/{SUMMARY_FILE}",
         launches=LAUNCH_FILES,
     output:
         [
@@ -42,7 +42,7 @@ rule tables:
                 if path.endswith(".md")
                 else path
             )
-            for path in table_outputs(f"{RESULTS_DIR}/tables")
+            for path in table_outputs(f"{RESULTS_DIR}/{TABLES_DIR}")
         ],
     log:
         "logs/tables/tables.log",
@@ -54,7 +54,7 @@ rule tables:
 
 rule figures:
     input:
-        summary=f"{RESULTS_DIR}/summary.csv",
+        summary=f"{RESULTS_DIR}/{SUMMARY_FILE}",
         capture=CAPTURE_FILES,
         launches=LAUNCH_FILES,
     output:
@@ -68,7 +68,7 @@ rule figures:
                 if path.endswith(".png")
                 else path
             )
-            for path in figure_outputs(f"{RESULTS_DIR}/figures")
+            for path in figure_outputs(f"{RESULTS_DIR}/{FIGURES_DIR}")
         ],
     log:
         "logs/figures/figures.log",
@@ -82,9 +82,9 @@ rule figures:
 
 rule status:
     input:
-        f"{RESULTS_DIR}/summary.csv",
+        f"{RESULTS_DIR}/{SUMMARY_FILE}",
     output:
-        f"{RESULTS_DIR}/status.md",
+        f"{RESULTS_DIR}/{STATUS_FILE}",
     log:
         "logs/status/status.log",
     conda:

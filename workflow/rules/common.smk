@@ -10,7 +10,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from cudagraph_bench import cells as cgb_cells  # noqa: E402
 from cudagraph_bench import config as cgb_config  # noqa: E402
-from cudagraph_bench.outputs import figure_outputs, table_outputs  # noqa: E402
+from cudagraph_bench.outputs import (  # noqa: E402
+    FIGURES_DIR,
+    STATUS_FILE,
+    SUMMARY_FILE,
+    TABLES_DIR,
+    figure_outputs,
+    table_outputs,
+)
 
 try:
     # one line per problem: the key path, the bad value, what is allowed
@@ -83,10 +90,10 @@ def final_outputs():
     # otherwise never be measured again.
     return [
         *cell_results(),
-        f"{RESULTS_DIR}/summary.csv",
-        *table_outputs(f"{RESULTS_DIR}/tables"),
-        *figure_outputs(f"{RESULTS_DIR}/figures"),
-        f"{RESULTS_DIR}/status.md",
+        f"{RESULTS_DIR}/{SUMMARY_FILE}",
+        *table_outputs(f"{RESULTS_DIR}/{TABLES_DIR}"),
+        *figure_outputs(f"{RESULTS_DIR}/{FIGURES_DIR}"),
+        f"{RESULTS_DIR}/{STATUS_FILE}",
     ]
 
 
