@@ -300,3 +300,10 @@ def test_launch_cost_figure_runs_the_queue_at_every_host_cost(drawn):
 def test_renamed_verbs_say_their_new_name(old, new, capsys):
     assert main([old]) == 2
     assert f"use '{new}'" in capsys.readouterr().err
+
+
+def test_every_mode_and_backend_has_its_label_colour_and_marker():
+    from cudagraph_bench.cells import BACKEND_KINDS, MODES
+
+    assert set(T.MODE_LABELS) == set(F.MODE_COLORS) == set(F.MODE_MARKERS) == set(MODES)
+    assert set(F.BACKEND_MARKERS) == set(BACKEND_KINDS)

@@ -51,9 +51,10 @@ BACKEND_MODES = {
 }
 
 # {results_dir}/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json, point = bs<N> or "single"
+POINT_RE = r"bs[1-9][0-9]*|single"
 _PATH_RE = re.compile(
     r"^(?:(?P<results_dir>.+)/)?raw/(?P<gpu>[^/]+)/(?P<backend>[^/]+)/(?P<workload>[^/]+)/"
-    r"(?P<mode>[^/]+)/(?P<point>bs[1-9][0-9]*|single)\.json$"
+    rf"(?P<mode>[^/]+)/(?P<point>{POINT_RE})\.json$"
 )
 
 

@@ -47,7 +47,7 @@ if config.get("rerun_errors"):
 wildcard_constraints:
     workload=cgb_cells.WORKLOAD_RE,
     mode="|".join(cgb_cells.MODES),
-    point=r"bs[1-9][0-9]*|single",
+    point=cgb_cells.POINT_RE,
 
 
 def cell_results():

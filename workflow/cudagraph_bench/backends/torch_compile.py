@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..cells import BACKEND_MODES
+from ..cells import BACKEND_KINDS, BACKEND_MODES
 from ..errors import Unsupported
 from ..host import host_metrics, host_record, step_metrics, timed_until_stable
 from .graph_pool.measure import (
@@ -48,7 +48,7 @@ from .graph_pool.measure import (
 from .graph_pool.model import ModelArgs, rope_tables
 
 MODES = BACKEND_MODES["torch_compile"]
-KINDS = ("latency", "startup")
+KINDS = BACKEND_KINDS["torch_compile"]
 _COMPILE = {"compile_nograph": {}, "cudagraph": {"mode": "reduce-overhead"}}
 
 

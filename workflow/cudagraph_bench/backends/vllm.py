@@ -47,11 +47,11 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from cudagraph_bench.backends import vllm_parse, vllm_server
-from cudagraph_bench.cells import BACKEND_MODES
+from cudagraph_bench.cells import BACKEND_KINDS, BACKEND_MODES
 from cudagraph_bench.errors import MeasurementError, Unsupported
 from cudagraph_bench.results import write_atomic
 
-KINDS = ("latency", "startup", "serving")
+KINDS = BACKEND_KINDS["vllm"]
 MODES = BACKEND_MODES["vllm"]
 # The vLLM cudagraph_mode each graph cell mode asks for ("cudagraph": the default, no flag).
 GRAPH_MODES = {"cudagraph": "FULL_AND_PIECEWISE", "piecewise": "PIECEWISE", "full_decode_only": "FULL_DECODE_ONLY"}

@@ -22,6 +22,7 @@ from typing import TextIO
 
 import torch
 
+from cudagraph_bench.cells import BACKEND_KINDS, BACKEND_MODES
 from cudagraph_bench.errors import MeasurementError, Unsupported
 from cudagraph_bench.host import STEP_MARK, host_metrics, host_record, quantile, step_metrics, timed_until_stable
 
@@ -39,7 +40,8 @@ class CheckFailed(MeasurementError):
 
 
 NO_CUDA = "CUDA graphs need a CUDA device; this node has none"
-KINDS = ("latency", "startup", "check", "capture_study")
+KINDS = BACKEND_KINDS["graph_pool"]
+MODES = BACKEND_MODES["graph_pool"]
 PADDED_CHECK_SIZES = (3, 5, 37)  # batch sizes that are not captured: they run a padded graph
 
 
@@ -55,8 +57,8 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    if mode not in ("eager", "cudagraph"):
-        raise ValueError(f"mode must be 'eager' or 'cudagraph', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     s = _check_settings(settings)
     device = torch.device(s["device"])
     if device.type == "cuda" and not torch.cuda.is_available():
