@@ -137,9 +137,12 @@ def test_file_at_the_wrong_path_is_named(study):
 def test_nan_metric_fails_loudly_naming_file(tmp_path):
     path = write(tmp_path, CELL, "ok", {"decode_step_ms_median": 1.0})
     path.write_text(path.read_text().replace('"decode_step_ms_median": 1.0', '"decode_step_ms_median": NaN'))
-    records = agg.read_results(tmp_path, [CELL.path])  # NaN is a JSON-schema "number"...
-    with pytest.raises(agg.AggregationError, match=r"bs4\.json.*decode_step_ms_median.*nan"):
-        agg.parse_results(records)  # ...but never a measurement
+    # NaN is a JSON-schema "number", but never a measurement: reading the file refuses it
+    with pytest.raises(ResultFileError, match=r"bs4\.json.*decode_step_ms_median is nan, not a finite number"):
+        agg.read_results(tmp_path, [CELL.path])
+    records = [{"path": CELL.path, "result": json.loads(path.read_text())}]  # a record not read by read_results
+    with pytest.raises(agg.AggregationError, match=r"bs4\.json.*decode_step_ms_median.*not a finite number"):
+        agg.parse_results(records)
 
 
 @pytest.mark.parametrize(

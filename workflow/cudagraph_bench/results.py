@@ -151,11 +151,18 @@ def provenance(config_hash: str, started_utc: str) -> dict:
     }
 
 
+def _not_finite(metrics: dict) -> list[str]:
+    """The metrics that are not finite numbers. JSON's NaN and Infinity pass the schema's
+    "number", but a NaN or inf metric is a bug in the measurement, never a value."""
+    return [
+        k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+    ]
+
+
 def _finite(metrics: dict) -> dict:
-    """Drop nothing silently: a NaN or inf metric is a bug in the measurement."""
-    for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"metric {k!r} = {v!r} is not a finite number")
+    """Drop nothing silently: refuse a result whose metrics are not all finite numbers."""
+    if bad := _not_finite(metrics):
+        raise ValueError(f"metric {bad[0]!r} = {metrics[bad[0]]!r} is not a finite number")
     return metrics
 
 
@@ -237,9 +244,9 @@ def _quick_check() -> Callable[[dict], bool]:
 
 
 def quick_valid(result) -> bool:
-    """Whether `result` matches the result schema, answered fast (no message: check_result says
-    where it breaks). Never True for what check_result rejects."""
-    return _quick_check()(result)
+    """Whether `result` is a valid result (check_result), answered fast with no message:
+    check_result says where it breaks. Never True for what check_result rejects."""
+    return _quick_check()(result) and not _not_finite(result["metrics"])
 
 
 def schema_checker() -> str:
@@ -248,13 +255,15 @@ def schema_checker() -> str:
 
 
 def check_result(path, result: dict) -> None:
-    """The result schema's check (the one definition of a valid result file): raise
+    """The one definition of a valid result file: the result schema, and finite metrics. Raise
     ResultFileError naming `path` and the place `result` breaks the schema (the most relevant
-    error, jsonschema's best_match, where there are several)."""
+    error, jsonschema's best_match, where there are several), or the metric that is not finite."""
     e = jsonschema.exceptions.best_match(_validator().iter_errors(result))  # the most relevant, not the first
     if e is not None:
         where = "/".join(map(str, e.path)) or "(top level)"
         raise ResultFileError(f"{path}: does not match the result schema at {where}: {e.message}")
+    if bad := _not_finite(result["metrics"]):
+        raise ResultFileError(f"{path}: metrics/{bad[0]} is {result['metrics'][bad[0]]!r}, not a finite number")
 
 
 def write_result(path: str | os.PathLike, result: dict) -> None:
