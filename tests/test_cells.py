@@ -121,7 +121,7 @@ def test_every_list_of_modes_is_cells_modes():
     assert {m for modes in cells.BACKEND_MODES.values() for m in modes} == set(cells.MODES)
 
 
-def test_the_schemas_enumerate_the_codes_backends_kinds_and_statuses():
+def test_the_schemas_enumerate_the_codes_backends_kinds_statuses_and_results_folder():
     """The schemas list backends, workload kinds and result statuses for the user; the code owns
     them (cells.BACKEND_KINDS, results.STATUSES): the lists must agree."""
     from cudagraph_bench.results import STATUSES
@@ -135,6 +135,7 @@ def test_the_schemas_enumerate_the_codes_backends_kinds_and_statuses():
     workload = config_schema["workloads"]["additionalProperties"]["properties"]["kind"]
     assert set(workload["enum"]) == set(result_schema["kind"]["enum"]) == kinds
     assert tuple(result_schema["status"]["enum"]) == STATUSES
+    assert config_schema["results_dir"]["default"] == cells.DEFAULT_RESULTS_DIR
     assert set(cells.BACKEND_MODES) == set(cells.BACKEND_KINDS)
 
 
