@@ -198,13 +198,13 @@ def test_model_prediction_drawn_beside_measurement(drawn):
 
 def test_write_figures_outputs_and_sidecars(study, tmp_path):
     _, df = agg.aggregate(study)
-    written = F.write_figures(df, tmp_path, capture_sizes=[1, 4], code_commit="abc")
+    written = F.write_figures(df, tmp_path, capture_sizes=[1, 4], code=("abc", True))
     assert [p.as_posix() for p in written] == figure_outputs(tmp_path.as_posix())
     side = json.loads((tmp_path / "fig2_speedup.json").read_text())
     paths = [f["path"] for f in side["result_files"]]
     assert paths == sorted(paths) and paths
     assert all("/latency/" in p for p in paths)  # the sweep only, not startup or serving cells
-    assert side["code_commit"] == "abc" and side["config_hashes"] == ["c0ffee0000000000"]
+    assert side["code_commit"] == "abc" and side["code_dirty"] is True and side["config_hashes"] == ["c0ffee0000000000"]
     assert side["result_git_commits"] == ["0" * 40]
     assert side["files"] == ["fig2_speedup.pdf", "fig2_speedup.png"]
     assert json.loads((tmp_path / "fig5_padding.json").read_text())["capture_sizes"] == [1, 4]

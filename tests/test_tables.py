@@ -211,11 +211,11 @@ def test_formats(df, tmp_path):
 
 
 def test_write_tables_writes_exactly_its_outputs_with_sidecars(df, tmp_path):
-    written = T.write_tables(df, tmp_path / "tables", code_commit="abc")
+    written = T.write_tables(df, tmp_path / "tables", code=("abc", False))
     assert [p.as_posix() for p in written] == table_outputs((tmp_path / "tables").as_posix())
     side = json.loads((tmp_path / "tables" / "headline.json").read_text())
     paths = [f["path"] for f in side["result_files"]]
-    assert paths == sorted(paths) and side["code_commit"] == "abc"
+    assert paths == sorted(paths) and side["code_commit"] == "abc" and side["code_dirty"] is False
     assert side["config_hashes"] == ["c0ffee0000000000"]
     assert all(len(f["sha256"]) == 64 for f in side["result_files"])
 

@@ -128,7 +128,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     """Rebuild summary.csv, every table and every figure of one results folder from its raw/ only."""
     from .aggregate import AggregationError
     from .rebuild import rebuild
-    from .results import ResultFileError, code_commit
+    from .results import ResultFileError, code_identity
 
     config = _config_if_present(args.config)
     root, results_dir = locate_results(args.results, config)
@@ -142,7 +142,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     else:
         print("note: without a config the padding-waste figure has no capture sizes", file=sys.stderr)
     try:
-        written = rebuild(root, results_dir=results_dir, capture_sizes=capture_sizes, commit=code_commit())
+        written = rebuild(root, results_dir=results_dir, capture_sizes=capture_sizes, code=code_identity())
     except (ResultFileError, AggregationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -550,14 +550,17 @@ def group_rows(df: pd.DataFrame, gpu: str, backend: str | None = None) -> list[d
     return df[sel].to_dict("records")
 
 
-def sidecar(name: str, df: pd.DataFrame, used: Iterable[str], code_commit: str | None, **extra) -> str:
-    """The provenance JSON of one output: code commit, the results' commits and config
-    hashes, and the result files (path + sha256, sorted) it was drawn from."""
+def sidecar(name: str, df: pd.DataFrame, used: Iterable[str], code: tuple | None, **extra) -> str:
+    """The provenance JSON of one output: the code's (commit, dirty) that built it
+    (results.code_identity), the results' commits and config hashes, and the result files
+    (path + sha256, sorted) it was drawn from."""
+    commit, dirty = code or (None, None)
     used = set(used)
     rows = df[df["path"].isin(used)].sort_values("path")
     doc = {
         "output": name,
-        "code_commit": code_commit,
+        "code_commit": commit,
+        "code_dirty": dirty,
         "result_git_commits": sorted(set(rows["git_commit"].dropna())),
         "config_hashes": sorted(set(rows["config_hash"].dropna())),
         "result_files": [

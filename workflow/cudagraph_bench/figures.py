@@ -780,7 +780,7 @@ def write_figures(
     capture: pd.DataFrame | None = None,
     launches: pd.DataFrame | None = None,
     capture_sizes: Sequence[int] = (),
-    code_commit: str | None = None,
+    code: tuple | None = None,
     model: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw and write every figure as PDF + PNG + sidecar JSON; returns the paths (= figure_outputs(out_dir))."""
@@ -790,7 +790,7 @@ def write_figures(
         df, capture=capture, launches=launches, capture_sizes=capture_sizes, model=model
     ).items():
         blobs = render(fig)
-        blobs["json"] = sidecar(name, df, used, code_commit, files=[f"{name}.pdf", f"{name}.png"], **extra).encode()
+        blobs["json"] = sidecar(name, df, used, code, files=[f"{name}.pdf", f"{name}.png"], **extra).encode()
         written += [write_atomic(out / f"{name}.{ext}", blobs[ext]) for ext in FIGURE_FORMATS]
     return written
 

@@ -27,10 +27,11 @@ def rebuild(
     *,
     results_dir: str = DEFAULT_RESULTS_DIR,
     capture_sizes: Sequence[int] = (),
-    commit: str | None = None,
+    code: tuple | None = None,
 ) -> dict[str, list[Path]]:
     """Every output of ROOT/RESULTS_DIR from its raw/ only: summary.csv, the tables, the figures
-    (no GPU, Slurm or vLLM). Paths inside the outputs stay relative to ROOT.
+    (no GPU, Slurm or vLLM). Paths inside the outputs stay relative to ROOT; `code`, the
+    (commit, dirty) of the code building them (results.code_identity), goes into each sidecar.
 
     Tables and figures are drawn from summary.csv as written, exactly as the Snakemake rules
     draw them, so both give the same bytes. Returns {"summary": [...], "tables": [...],
@@ -46,14 +47,14 @@ def rebuild(
     model = launch_model(df, sequences=Q.cell_sequences(launches))  # once, for tables and figures
     return {
         "summary": [summary],
-        "tables": T.write_tables(df, out / TABLES_DIR, code_commit=commit, model=model),
+        "tables": T.write_tables(df, out / TABLES_DIR, code=code, model=model),
         "figures": write_figures(
             df,
             out / FIGURES_DIR,
             capture=parse_capture_details(records),
             launches=launches,
             capture_sizes=capture_sizes,
-            code_commit=commit,
+            code=code,
             model=model,
         ),
     }

@@ -94,10 +94,11 @@ def code_version() -> tuple[str | None, bool | None, str]:
     return None, None, "none"
 
 
-def code_commit() -> str | None:
-    """The commit of the code that builds an output, with "+dirty" if tracked files changed; None if unknown."""
+def code_identity() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the code that builds an output, as a result file's provenance records
+    them (git_commit, git_dirty); each None if unknown."""
     commit, dirty, _ = code_version()
-    return None if commit is None else commit + ("+dirty" if dirty else "")
+    return commit, dirty
 
 
 def _gpu_info() -> dict:

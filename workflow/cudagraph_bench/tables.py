@@ -544,20 +544,18 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(
-    table: Table, df: pd.DataFrame, out_dir: str | os.PathLike, code_commit: str | None = None
-) -> list[Path]:
+def write_table(table: Table, df: pd.DataFrame, out_dir: str | os.PathLike, code: tuple | None = None) -> list[Path]:
     """Write one table as .csv, .md, .tex and its provenance sidecar .json."""
     out = Path(out_dir)
     texts = {"csv": to_csv(table), "md": to_markdown(table), "tex": to_latex(table)}
-    texts["json"] = sidecar(table.name, df, table.sources, code_commit, rounding=f"{SIG} significant figures")
+    texts["json"] = sidecar(table.name, df, table.sources, code, rounding=f"{SIG} significant figures")
     return [write_atomic(out / f"{table.name}.{ext}", texts[ext]) for ext in TABLE_FORMATS]
 
 
 def write_tables(
     df: pd.DataFrame,
     out_dir: str | os.PathLike,
-    code_commit: str | None = None,
+    code: tuple | None = None,
     launches: pd.DataFrame | None = None,
     model: pd.DataFrame | None = None,
 ) -> list[Path]:
@@ -565,4 +563,4 @@ def write_tables(
     if not given, computed here once from `launches` (aggregate.parse_launch_details of the result
     files). Returns the paths written (= table_outputs(out_dir))."""
     model = launch_model(df, launches) if model is None else model
-    return [p for name in TABLE_NAMES for p in write_table(TABLE_BUILDERS[name](df, model), df, out_dir, code_commit)]
+    return [p for name in TABLE_NAMES for p in write_table(TABLE_BUILDERS[name](df, model), df, out_dir, code)]

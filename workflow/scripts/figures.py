@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cudagraph_bench import aggregate as agg
 from cudagraph_bench.figures import write_figures
-from cudagraph_bench.results import code_commit
+from cudagraph_bench.results import code_identity
 
 df = agg.read_summary(snakemake.input.summary)  # noqa: F821
 # Figure 4's data is in the result files' details, not in the table: read the
@@ -21,5 +21,5 @@ write_figures(
     capture=capture,
     launches=agg.parse_launch_details(launch_records),
     capture_sizes=snakemake.params.capture_sizes,  # noqa: F821
-    code_commit=code_commit(),
+    code=code_identity(),
 )

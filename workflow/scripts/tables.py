@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cudagraph_bench import aggregate as agg
 from cudagraph_bench import tables
-from cudagraph_bench.results import code_commit
+from cudagraph_bench.results import code_identity
 
 # summary.csv holds every value exactly, with each cell's provenance and checksum; the queue
 # model's launch sequences are in the result files' details: read those inputs, and refuse any
@@ -16,6 +16,6 @@ agg.check_records_match(records, df, snakemake.input.summary)  # noqa: F821
 tables.write_tables(
     df,
     Path(snakemake.output[0]).parent,  # noqa: F821
-    code_commit=code_commit(),
+    code=code_identity(),
     launches=agg.parse_launch_details(records),
 )
