@@ -50,6 +50,12 @@ BACKEND_MODES = {
     "torch_compile": ("eager", "cudagraph", "compile_nograph"),
 }
 
+def result_path(results_dir: str, gpu: str, backend: str, workload: str, mode: str, point: str) -> str:
+    """The one layout of result files: {results_dir}/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json
+    (the rules pass "{workload}" etc. to get their output patterns; _PATH_RE reads it back)."""
+    return f"{results_dir}/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json"
+
+
 # {results_dir}/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json, point = bs<N> or "single"
 POINT_RE = r"bs[1-9][0-9]*|single"
 _PATH_RE = re.compile(
@@ -80,8 +86,8 @@ class Cell:
         return self.path_in(DEFAULT_RESULTS_DIR)
 
     def path_in(self, results_dir: str) -> str:
-        """The result file under `results_dir`: {results_dir}/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json."""
-        return f"{results_dir}/raw/{self.gpu}/{self.backend}/{self.workload}/{self.mode}/{self.point}.json"
+        """The result file under `results_dir` (result_path)."""
+        return result_path(results_dir, self.gpu, self.backend, self.workload, self.mode, self.point)
 
     @property
     def slug(self) -> str:

@@ -19,7 +19,9 @@ for backend in config["study"]["backends"]:
             name:
                 f"cell_{backend}_{gpu}"
             output:
-                f"{RESULTS_DIR}/raw/{gpu}/{backend}/{{workload}}/{{mode}}/{{point}}.json",
+                cgb_cells.result_path(
+                    RESULTS_DIR, gpu, backend, "{workload}", "{mode}", "{point}"
+                ),
             log:
                 f"logs/cell/{gpu}/{backend}/{{workload}}/{{mode}}/{{point}}.log",
             wildcard_constraints:
@@ -43,7 +45,9 @@ for backend in config["study"]["backends"]:
                 output:
                     [
                         update(
-                            f"{RESULTS_DIR}/raw/{gpu}/{backend}/{w}/{{mode}}/single.json"
+                            cgb_cells.result_path(
+                                RESULTS_DIR, gpu, backend, w, "{mode}", "single"
+                            )
                         )
                         for w in SHARED
                     ],
