@@ -71,6 +71,28 @@ def test_the_local_job_environment_exposes_the_cells_gpus(tmp_path, monkeypatch)
     assert _job_env(tmp_path, {**SETTINGS, "gpus": 1}, "given") == "3"
 
 
+def test_cells_run_at_once_get_gpus_of_their_own(tmp_path, monkeypatch):
+    """With --jobs 2 on a two-GPU machine each cell gets its own GPU (submitit's local launcher
+    alone would give both the first one), a freed GPU is taken again, and a third cell at once
+    is refused with the --jobs that fits."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    one = {"slurm": json.dumps({**SETTINGS, "gpus": 1})}
+    a = submission.parameters(one, "local", "a")
+    b = submission.parameters(one, "local", "b")
+    assert submission.assign_gpus(a, set()) == [2] and a["visible_gpus"] == [2]
+    assert submission.assign_gpus(b, {2}) == [3]
+    with pytest.raises(WorkflowError, match=r"hold \[2, 3\].*--jobs at most 2"):
+        submission.assign_gpus(submission.parameters(one, "local", "c"), {2, 3})
+    assert submission.assign_gpus(submission.parameters(one, "local", "d"), {3}) == [2]
+    # the job itself sees the GPU it was assigned
+    ex = submission.make_executor("local", tmp_path / "b")
+    job = submission.submit(ex, b, functools.partial(os.getenv, "CUDA_VISIBLE_DEVICES"))
+    assert job.result() == "3"
+    # a cell without GPUs takes none
+    none = submission.parameters({"slurm": json.dumps({**SETTINGS, "gpus": 0})}, "local", "e")
+    assert submission.assign_gpus(none, {2, 3}) is None
+
+
 def test_more_gpus_than_this_process_may_use_is_refused(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(WorkflowError, match=r"asks for 1 GPU.*CUDA_VISIBLE_DEVICES=''"):

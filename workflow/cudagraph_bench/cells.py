@@ -50,6 +50,7 @@ BACKEND_MODES = {
     "torch_compile": ("eager", "cudagraph", "compile_nograph"),
 }
 
+
 def result_path(results_dir: str, gpu: str, backend: str, workload: str, mode: str, point: str) -> str:
     """The one layout of result files: {results_dir}/raw/{gpu}/{backend}/{workload}/{mode}/{point}.json
     (the rules pass "{workload}" etc. to get their output patterns; _PATH_RE reads it back)."""

@@ -62,6 +62,7 @@ class Executor(RemoteExecutor):
         self.executor = submission.make_executor(self.settings.launcher, self.folder / "jobs")
         self.progress = Progress(self.logger)
         self.sacct_calls = 0
+        self.gpus_held: dict[str, list[int]] = {}  # local launcher: job id -> the GPUs its cell runs on
         self._poll_s = self.settings.min_poll_s
         self.next_seconds_between_status_checks = self._poll_s
 
@@ -83,13 +84,18 @@ class Executor(RemoteExecutor):
         params = submission.parameters(dict(job.resources), self.settings.launcher, name)
         argv = job_argv(self.format_job_exec(job))
         try:
+            gpus = None
+            if self.settings.launcher == "local":
+                gpus = submission.assign_gpus(params, {g for held in self.gpus_held.values() for g in held})
             sjob = submission.submit(self.executor, params, SnakemakeJob(), argv, os.getcwd())
-        except Exception as e:  # sbatch refused it: unknown partition, GRES, account, ...
+        except Exception as e:  # sbatch refused it (unknown partition, GRES, account, ...), or no GPU free
             msg = f"submission refused: {str(e).strip()}"
             for key in keys:
                 self.progress.failed(key, None, msg)
             self.report_job_error(SubmittedJobInfo(job), msg=msg)
             return
+        if gpus:
+            self.gpus_held[sjob.job_id] = gpus
         for key in keys:
             self.registry.record(key, sjob.job_id, self.settings.launcher, str(self.folder / "jobs"))
             self.progress.submitted(key, sjob.job_id)
@@ -130,7 +136,9 @@ class Executor(RemoteExecutor):
                 changed |= self.progress.update(key, sjob.job_id, state, kind)
             if kind == status.RUNNING:
                 yield info
-            elif kind == status.SUCCESS:
+                continue
+            self.gpus_held.pop(sjob.job_id, None)
+            if kind == status.SUCCESS:
                 for key in keys:
                     self.registry.forget(key)
                 self.report_job_success(info)
@@ -166,6 +174,7 @@ class Executor(RemoteExecutor):
                 continue
             for key in info.aux["keys"]:
                 self.registry.forget(key)
+            self.gpus_held.pop(sjob.job_id, None)
             ids.append(sjob.job_id)
         if ids:
             self.logger.info(f"Cancelled {len(ids)} job(s) this run submitted: {', '.join(ids)}")

@@ -101,6 +101,30 @@ def _visible_gpus() -> list[int] | None:
     return [int(v) for v in items]
 
 
+def assign_gpus(params: dict, in_use: set[int]) -> list[int] | None:
+    """The GPUs a local job gets: the first `gpus_per_node` of the ones this process may use
+    (params["visible_gpus"], else the node's device nodes /dev/nvidia0..N) that no running cell
+    holds; they replace params["visible_gpus"], since submitit's local launcher takes the first
+    ones it is given. None where the job asks for no GPU or the node's GPUs cannot be listed
+    (submitit's own 0..n-1 then). WorkflowError if too few are free: cells run at once (--jobs)
+    never share a GPU."""
+    wanted = params.get("gpus_per_node", 0)
+    pool = params.get("visible_gpus")
+    if pool is None:
+        pool = sorted(int(d.name[len("nvidia") :]) for d in Path("/dev").glob("nvidia[0-9]*") if d.name[6:].isdigit())
+    if not wanted or not pool:
+        return None
+    free = [g for g in pool if g not in in_use]
+    if len(free) < wanted:
+        raise WorkflowError(
+            f"submitit executor: a cell needs {wanted} GPU(s) but running cells hold {sorted(in_use)} of the "
+            f"{len(pool)} this run may use ({pool}); cells at once never share a GPU: run with --jobs at most "
+            f"{len(pool) // wanted}"
+        )
+    params["visible_gpus"] = free[:wanted]
+    return free[:wanted]
+
+
 def make_executor(launcher: str, folder: Path) -> submitit.AutoExecutor:
     """A submitit executor for the launcher ('local' or 'slurm').
 
