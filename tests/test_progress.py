@@ -134,6 +134,7 @@ def test_the_executor_refreshes_the_line_on_its_polls():
     ex.settings = SimpleNamespace(launcher="local", min_poll_s=1.0, max_poll_s=30.0)
     ex.status_rate_limiter = contextlib.nullcontext()
     ex.sacct_calls, ex._poll_s = 0, 1.0
+    ex.gpus_held = {"42": [0]}
     job = SimpleNamespace(job_id="42", state="RUNNING")  # a local submitit job, still running
     info = SimpleNamespace(aux={"submitit_job": job, "keys": [KEY]})
     ex.progress.submitted(KEY, "42")
@@ -147,6 +148,7 @@ def test_the_executor_refreshes_the_line_on_its_polls():
     assert log.lines[-1] == (
         "cells: 1 submitted, 0 pending, 1 running (local/graph_pool/latency/eager/bs1 for 31s), 0 done, 0 failed"
     )
+    assert ex.gpus_held == {"42": [0]}  # a running cell keeps its GPU
 
 
 def test_a_job_of_two_cells_counts_and_finishes_as_two():
@@ -158,6 +160,7 @@ def test_a_job_of_two_cells_counts_and_finishes_as_two():
     ex.status_rate_limiter = contextlib.nullcontext()
     ex.sacct_calls, ex._poll_s = 0, 1.0
     ex.registry = SimpleNamespace(forget=lambda key: None)
+    ex.gpus_held = {"7": [1], "8": [0]}  # the GPUs of this job and of another one still running
     keys = [f"results/raw/h200/vllm/{w}/cudagraph/single.json" for w in ("serving_inf", "serving_rr6")]
     job = SimpleNamespace(job_id="7", state="FINISHED", exception=lambda: None)
     info = SimpleNamespace(aux={"submitit_job": job, "keys": keys})
@@ -170,3 +173,4 @@ def test_a_job_of_two_cells_counts_and_finishes_as_two():
 
     assert asyncio.run(one_poll()) == []
     assert log.lines[-1] == "cells: 2 submitted, 0 pending, 0 running, 2 done, 0 failed"
+    assert ex.gpus_held == {"8": [0]}  # the finished job's GPU is free for the next cell
