@@ -14,6 +14,7 @@ import matplotlib
 import pytest
 from cudagraph_bench import aggregate as agg
 from cudagraph_bench import figures as F
+from cudagraph_bench import queue_model as Q
 from cudagraph_bench import tables as T
 from cudagraph_bench.__main__ import main
 from cudagraph_bench.cells import Cell
@@ -37,7 +38,9 @@ def drawn(study):
     records, df = agg.aggregate(study)
     capture = agg.parse_capture_details(records)
     launches = agg.parse_launch_details(records)
-    return df, F.build_figures(df, capture=capture, launches=launches, capture_sizes=[1, 2, 4, 8, 16, 32, 64])
+    return df, F.build_figures(
+        df, capture=capture, sequences=Q.cell_sequences(launches), capture_sizes=[1, 2, 4, 8, 16, 32, 64]
+    )
 
 
 def texts(fig) -> list[str]:

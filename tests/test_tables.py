@@ -211,7 +211,7 @@ def test_formats(df, tmp_path):
 
 
 def test_write_tables_writes_exactly_its_outputs_with_sidecars(df, tmp_path):
-    written = T.write_tables(df, tmp_path / "tables", code=("abc", False))
+    written = T.write_tables(df, tmp_path / "tables", model=D.launch_model(df), code=("abc", False))
     assert [p.as_posix() for p in written] == table_outputs((tmp_path / "tables").as_posix())
     side = json.loads((tmp_path / "tables" / "headline.json").read_text())
     paths = [f["path"] for f in side["result_files"]]

@@ -746,13 +746,14 @@ def build_figures(
     df: pd.DataFrame,
     *,
     capture: pd.DataFrame | None = None,
-    launches: pd.DataFrame | None = None,
+    sequences: dict[tuple, pd.DataFrame] | None = None,
     capture_sizes: Sequence[int] = (),
     model: pd.DataFrame | None = None,
 ) -> dict[str, tuple[Figure, set[str], dict]]:
-    """Draw every figure: name -> (figure, result files drawn from, extra sidecar fields). The
-    launch model is `model` (derived.launch_model of df) or, if not given, computed here once."""
-    sequences = Q.cell_sequences(launches)
+    """Draw every figure: name -> (figure, result files drawn from, extra sidecar fields).
+    sequences: the cells' launch sequences (queue_model.cell_sequences); model: the launch model
+    of df and those sequences (derived.launch_model), computed here when the caller has none."""
+    sequences = sequences or {}
     model = D.launch_model(df, sequences=sequences) if model is None else model
     builders = {
         "fig1_latency_throughput": lambda lk: fig1_latency_throughput(df, lk),
@@ -778,7 +779,7 @@ def write_figures(
     out_dir: str | os.PathLike,
     *,
     capture: pd.DataFrame | None = None,
-    launches: pd.DataFrame | None = None,
+    sequences: dict[tuple, pd.DataFrame] | None = None,
     capture_sizes: Sequence[int] = (),
     code: tuple | None = None,
     model: pd.DataFrame | None = None,
@@ -787,7 +788,7 @@ def write_figures(
     out = Path(out_dir)
     written = []
     for name, (fig, used, extra) in build_figures(
-        df, capture=capture, launches=launches, capture_sizes=capture_sizes, model=model
+        df, capture=capture, sequences=sequences, capture_sizes=capture_sizes, model=model
     ).items():
         blobs = render(fig)
         blobs["json"] = sidecar(name, df, used, code, files=[f"{name}.pdf", f"{name}.png"], **extra).encode()

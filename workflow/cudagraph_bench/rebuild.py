@@ -43,8 +43,8 @@ def rebuild(
     out = root / results_dir
     summary = write_summary(df, out / SUMMARY_FILE)
     df = read_summary(summary)
-    launches = parse_launch_details(records)
-    model = launch_model(df, sequences=Q.cell_sequences(launches))  # once, for tables and figures
+    sequences = Q.cell_sequences(parse_launch_details(records))
+    model = launch_model(df, sequences=sequences)  # once, for tables and figures
     return {
         "summary": [summary],
         "tables": T.write_tables(df, out / TABLES_DIR, code=code, model=model),
@@ -52,7 +52,7 @@ def rebuild(
             df,
             out / FIGURES_DIR,
             capture=parse_capture_details(records),
-            launches=launches,
+            sequences=sequences,
             capture_sizes=capture_sizes,
             code=code,
             model=model,

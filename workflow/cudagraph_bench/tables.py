@@ -48,7 +48,6 @@ from .derived import (
     decode_pairs,
     gap_of,
     gpu_sort_key,
-    launch_model,
     paths_of,
     ratio,
     sweep_workload,
@@ -553,14 +552,8 @@ def write_table(table: Table, df: pd.DataFrame, out_dir: str | os.PathLike, code
 
 
 def write_tables(
-    df: pd.DataFrame,
-    out_dir: str | os.PathLike,
-    code: tuple | None = None,
-    launches: pd.DataFrame | None = None,
-    model: pd.DataFrame | None = None,
+    df: pd.DataFrame, out_dir: str | os.PathLike, *, model: pd.DataFrame, code: tuple | None = None
 ) -> list[Path]:
-    """Build and write every table; the launch model is `model` (derived.launch_model of df) or,
-    if not given, computed here once from `launches` (aggregate.parse_launch_details of the result
-    files). Returns the paths written (= table_outputs(out_dir))."""
-    model = launch_model(df, launches) if model is None else model
+    """Build and write every table from the tidy table and its launch model (derived.launch_model
+    of df, computed once by the caller). Returns the paths written (= table_outputs(out_dir))."""
     return [p for name in TABLE_NAMES for p in write_table(TABLE_BUILDERS[name](df, model), df, out_dir, code)]

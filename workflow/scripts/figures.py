@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cudagraph_bench import aggregate as agg
 from cudagraph_bench.figures import write_figures
+from cudagraph_bench.queue_model import cell_sequences
 from cudagraph_bench.results import code_identity
 
 df = agg.read_summary(snakemake.input.summary)  # noqa: F821
@@ -19,7 +20,7 @@ write_figures(
     df,
     Path(snakemake.output[0]).parent,  # noqa: F821
     capture=capture,
-    launches=agg.parse_launch_details(launch_records),
+    sequences=cell_sequences(agg.parse_launch_details(launch_records)),
     capture_sizes=snakemake.params.capture_sizes,  # noqa: F821
     code=code_identity(),
 )

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cudagraph_bench import aggregate as agg
 from cudagraph_bench import tables
+from cudagraph_bench.derived import launch_model
 from cudagraph_bench.results import code_identity
 
 # summary.csv holds every value exactly, with each cell's provenance and checksum; the queue
@@ -16,6 +17,6 @@ agg.check_records_match(records, df, snakemake.input.summary)  # noqa: F821
 tables.write_tables(
     df,
     Path(snakemake.output[0]).parent,  # noqa: F821
+    model=launch_model(df, agg.parse_launch_details(records)),
     code=code_identity(),
-    launches=agg.parse_launch_details(records),
 )
