@@ -18,8 +18,8 @@ from cudagraph_bench.backends.graph_pool.model import (
     build_model,
     hf_to_fused,
 )
-from cudagraph_bench.backends.graph_pool.padding import padded_size, padding_waste
-from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool, validate_capture_sizes
+from cudagraph_bench.backends.graph_pool.padding import padded_size, padding_waste, validate_capture_sizes
+from cudagraph_bench.backends.graph_pool.pool import CUDAGraphPool
 from cudagraph_bench.config import load as load_config
 from cudagraph_bench.errors import Unsupported
 

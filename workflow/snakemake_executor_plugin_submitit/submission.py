@@ -111,7 +111,8 @@ def assign_gpus(params: dict, in_use: set[int]) -> list[int] | None:
     wanted = params.get("gpus_per_node", 0)
     pool = params.get("visible_gpus")
     if pool is None:
-        pool = sorted(int(d.name[len("nvidia") :]) for d in Path("/dev").glob("nvidia[0-9]*") if d.name[6:].isdigit())
+        nodes = (d.name.removeprefix("nvidia") for d in Path("/dev").glob("nvidia[0-9]*"))
+        pool = sorted(int(n) for n in nodes if n.isdigit())
     if not wanted or not pool:
         return None
     free = [g for g in pool if g not in in_use]

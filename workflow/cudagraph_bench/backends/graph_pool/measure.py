@@ -27,8 +27,8 @@ from cudagraph_bench.errors import MeasurementError, Unsupported
 from cudagraph_bench.host import STEP_MARK, host_metrics, host_record, quantile, step_metrics, timed_until_stable
 
 from .model import ModelArgs, Transformer, build_model, triton_unsupported_reason
-from .padding import padded_size, padding_waste
-from .pool import CUDAGraphPool, compare, validate_capture_sizes
+from .padding import padded_size, padding_waste, validate_capture_sizes
+from .pool import CUDAGraphPool, compare
 
 
 class CheckFailed(MeasurementError):

@@ -34,7 +34,7 @@ _FOREIGN_KEYS = {"name", "vllm_model_dir"}
 @dataclass
 class ModelArgs:
     """A model's shape. Every value comes from a preset of the config (`models`, validated by the
-    config schema, which also owns the defaults of rope_theta and norm_eps): none is restated here."""
+    config schema, which requires rope_theta and norm_eps too): none is restated here."""
 
     hidden_size: int
     n_layers: int

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import Transformer
-from .padding import padded_size, validate_capture_sizes  # noqa: F401 - validate_capture_sizes re-exported
+from .padding import padded_size, validate_capture_sizes
 
 
 @dataclass
