@@ -76,6 +76,26 @@ def test_incremental_decode_matches_full_forward():
     torch.testing.assert_close(torch.cat(outs, 1), full, rtol=1e-4, atol=1e-4)
 
 
+@torch.inference_mode()
+def test_prefill_path_matches_the_cache_window_path():
+    """prefill=True (causal attention over the prompt alone) gives the logits of the masked
+    cache-window path and writes the same cache (up to rounding after the first attention)."""
+    args = ModelArgs.from_preset(TINY)
+    window, fresh = build_model(args, "cpu", 0), build_model(args, "cpu", 0)
+    for m in (window, fresh):
+        m.setup_caches(3)
+    tok = torch.randint(0, args.vocab_size, (3, 7))
+    pos = torch.arange(7)[None].expand(3, 7)
+    torch.testing.assert_close(fresh(tok, pos, prefill=True), window(tok, pos), rtol=1e-4, atol=1e-4)
+    first = window.layers[0].attention.kv_cache, fresh.layers[0].attention.kv_cache
+    assert torch.equal(first[0].k_cache, first[1].k_cache)  # before any attention output: same bits
+    for a, b in zip(window.layers, fresh.layers, strict=True):
+        ka, kb = a.attention.kv_cache, b.attention.kv_cache
+        assert ka.k_cache[:, 7:].count_nonzero() == 0 and kb.k_cache[:, 7:].count_nonzero() == 0
+        torch.testing.assert_close(kb.k_cache, ka.k_cache, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(kb.v_cache, ka.v_cache, rtol=1e-4, atol=1e-4)
+
+
 def test_same_seed_same_weights():
     args = ModelArgs.from_preset(TINY)
     a, b, c = build_model(args, "cpu", 0), build_model(args, "cpu", 0), build_model(args, "cpu", 1)

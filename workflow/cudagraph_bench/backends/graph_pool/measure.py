@@ -433,7 +433,7 @@ def prefill_ms(model: Transformer, tokens: torch.Tensor) -> float:
     pos = torch.arange(T, device=dev)[None, :].expand(B, T)
     sync_device(dev)
     t0 = time.perf_counter()
-    model(tokens, pos, None, last_only=True)
+    model(tokens, pos, None, last_only=True, prefill=True)
     sync_device(dev)
     return (time.perf_counter() - t0) * 1e3
 
@@ -487,7 +487,7 @@ def generate(step, model: Transformer, prompt: torch.Tensor, n_tokens: int) -> t
     dev = prompt.device
     B, T = prompt.shape
     pos = torch.arange(T, device=dev)[None, :].expand(B, T)
-    logits = model(prompt, pos, None, last_only=True)
+    logits = model(prompt, pos, None, last_only=True, prefill=True)
     tok = logits.argmax(-1)
     rows = torch.arange(B, device=dev)
     out = [tok.cpu()]

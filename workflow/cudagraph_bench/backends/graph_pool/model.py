@@ -6,8 +6,9 @@ RMSNorm, then the KV cache, RoPE helpers, weight init and checkpoint loading.
 RMSNorm weights are folded into the matmul after them at build time (fold_norm_weights).
 Two backends run the same weights:
 - "torch": plain PyTorch ops (F.linear, SDPA over the cache window with a mask, as
-  gpt-fast does). Used for prefill, on CPU, and as the numerical reference (the
-  torch.compile peer is its own plain model: backends/torch_compile.py).
+  gpt-fast does; a prefill from position 0 attends causally over the prompt alone). Used for
+  prefill, on CPU, and as the numerical reference (the torch.compile peer is its own plain
+  model: backends/torch_compile.py).
 - "triton": the decode step (one new token per sequence) as five fused Triton kernels
   per block (kernels.py); attention reads only positions 0..pos of each sequence.
   Eager mode and graph mode run exactly these kernels; a graph only removes the launches.
@@ -130,13 +131,17 @@ class Transformer(nn.Module):
         self.rope_cos, self.rope_sin = cos.to(dev), sin.to(dev)
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor, rows: torch.Tensor | None = None,
-                last_only: bool = False) -> torch.Tensor:  # fmt: skip
+                last_only: bool = False, prefill: bool = False) -> torch.Tensor:  # fmt: skip
         """torch backend, any number of tokens. tokens/input_pos [B, T] int64, rows [B] cache row of each
-        sequence (None: rows 0..B-1). Returns float32 logits [B, T, V] ([B, V] if last_only)."""
+        sequence (None: rows 0..B-1). Returns float32 logits [B, T, V] ([B, V] if last_only).
+
+        prefill: the tokens are positions 0..T-1 of new sequences (the caller vouches for it), so
+        attention runs causally over these T tokens alone (SDPA's fused kernels) and the cache is
+        only written; otherwise each token attends over its cache row's whole window, masked."""
         h = self.tok_embeddings(tokens)  # [B, T, D]
         cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]  # [B, T, D/2]
         for layer in self.layers:
-            h = layer(h, input_pos, rows, cos, sin)
+            h = layer(h, input_pos, rows, cos, sin, prefill)
         if last_only:
             h = h[:, -1]
         return self.output(self.norm(h)).float()
@@ -179,8 +184,8 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.hidden_size, args.norm_eps, args.torch_dtype)
         self.ffn_norm = RMSNorm(args.hidden_size, args.norm_eps, args.torch_dtype)
 
-    def forward(self, h, input_pos, rows, cos, sin):
-        h = h + self.attention(self.attention_norm(h), input_pos, rows, cos, sin)
+    def forward(self, h, input_pos, rows, cos, sin, prefill=False):
+        h = h + self.attention(self.attention_norm(h), input_pos, rows, cos, sin, prefill)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -192,7 +197,7 @@ class Attention(nn.Module):
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.hidden_size, bias=False, dtype=args.torch_dtype)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x, input_pos, rows, cos, sin):
+    def forward(self, x, input_pos, rows, cos, sin, prefill=False):
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.wqkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
@@ -200,6 +205,10 @@ class Attention(nn.Module):
         k = apply_rope(k.view(B, T, Hkv, D), cos, sin)  # [B, T, Hkv, D]
         v = v.view(B, T, Hkv, D)
         k_all, v_all = self.kv_cache.update(input_pos, k, v, rows)  # [B, S, Hkv, D]
+        if prefill:  # positions 0..T-1: nothing older in the cache to attend to
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               is_causal=True, enable_gqa=True)  # fmt: skip
+            return self.wo(y.transpose(1, 2).reshape(B, T, H * D))
         S = k_all.shape[1]
         # gpt-fast style: attend over the whole window, masking positions after each token's own
         mask = torch.arange(S, device=x.device)[None, None, None, :] <= input_pos[:, None, :, None]  # [B, 1, T, S]
