@@ -3,6 +3,7 @@ and (where Triton is installed) the Triton kernels through Triton's CPU interpre
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -207,26 +208,37 @@ def test_bytes_per_step_llama_8b():
 
 _INTERP_SCRIPT = textwrap.dedent(
     """
-    import torch, torch.nn.functional as F
+    import json, sys
+    import pytest, torch, torch.nn.functional as F
     from cudagraph_bench.backends.graph_pool import kernels as K
     from cudagraph_bench.backends.graph_pool.model import ModelArgs, build_model
+    PRESETS = json.loads(sys.argv[1])
 
     def rel(a, b):
         return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
     torch.manual_seed(0)
-    opts = K.KernelOptions()
     for M in (1, 3, 17):
         for gemv in (True, False):
-            opts.gemv_m1 = gemv
-            Kd, N = 96, 40
-            x, w = torch.randn(M, Kd), torch.randn(2 * N, Kd) / Kd**0.5
-            g, r = 1 + 0.1 * torch.randn(Kd), torch.randn(M, N)
-            xn = F.rms_norm(x, (Kd,), g, 1e-5)
-            assert rel(K.linear(x, w[:N] * g, opts, rms_norm=True, eps=1e-5), xn @ w[:N].T) < 1e-5
-            assert rel(K.linear(x, w[:N], opts, residual=r.clone()), r + x @ w[:N].T) < 1e-5
-            gu = xn @ w.T
-            assert rel(K.linear(x, w * g, opts, rms_norm=True, eps=1e-5, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-5
+            for split in (1, 3):  # split-K: each program streams a third of K, the last one adds them up
+                opts = K.KernelOptions(gemv_m1=gemv)
+                Kd, N = 96, 40
+                if split > 1:
+                    bm = K.linear_config(M, N, Kd, opts)[0]
+                    opts.linear_configs[(bm, N, Kd)] = (16, 32, 4, 1, split)
+                x, w = torch.randn(M, Kd), torch.randn(2 * N, Kd) / Kd**0.5
+                g, r = 1 + 0.1 * torch.randn(Kd), torch.randn(M, N)
+                xn = F.rms_norm(x, (Kd,), g, 1e-5)
+                assert rel(K.linear(x, w[:N] * g, opts, rms_norm=True, eps=1e-5), xn @ w[:N].T) < 1e-5
+                assert rel(K.linear(x, w[:N], opts, residual=r.clone()), r + x @ w[:N].T) < 1e-5
+                gu = xn @ w.T
+                assert rel(K.linear(x, w * g, opts, rms_norm=True, eps=1e-5, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-5
+                if split > 1:  # every tile's counter is back at zero for the next launch
+                    assert not K._COUNTERS[("cpu", None)].any()
+    opts = K.KernelOptions()
+    opts.linear_configs[(16, 40, 96)] = (16, 64, 4, 1, 2)
+    with pytest.raises(ValueError, match="SPLIT_K"):  # 96 is not two slices of whole 64-wide steps
+        K.linear(torch.randn(3, 96), torch.randn(40, 96), opts)
     with pytest.raises(ValueError, match="norm_eps"):  # the epsilon is the model's: never a default
         K.linear(x, w[:N], opts, rms_norm=True)
 
@@ -264,7 +276,9 @@ _INTERP_SCRIPT = textwrap.dedent(
 def test_triton_kernels_on_the_cpu_interpreter():
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(WORKFLOW), *sys.path]))
-    r = subprocess.run([sys.executable, "-c", _INTERP_SCRIPT], env=env, capture_output=True, text=True, timeout=900)
+    presets = json.dumps({"tiny": PRESETS["tiny"]})
+    r = subprocess.run([sys.executable, "-c", _INTERP_SCRIPT, presets], env=env, capture_output=True, text=True,
+                       timeout=900)  # fmt: skip
     if r.returncode and "only 0-dimensional arrays can be converted" in r.stderr:
         pytest.skip("this Triton's interpreter does not run with this NumPy (needs numpy < 2.3)")
     assert r.returncode == 0 and "INTERPRETER OK" in r.stdout, r.stderr[-4000:]

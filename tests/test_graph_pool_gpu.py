@@ -41,11 +41,23 @@ def _options(**kw):
     return replace(default_kernel_options(), **kw)
 
 
-@pytest.fixture(scope="module")
-def model():
-    m = build_model(ModelArgs.from_preset(SMALL), "cuda", 0)
+def _split_k_configs(args: ModelArgs, split: int) -> dict:
+    """Tile configs that run every matmul of the model split-K, at every bucket."""
+    shapes = [(args.qkv_dim, args.hidden_size), (args.hidden_size, args.n_heads * args.head_dim),
+              (args.intermediate_size, args.hidden_size), (args.hidden_size, args.intermediate_size),
+              (args.vocab_size, args.hidden_size)]  # fmt: skip
+    gemv, dot = (16, 128, 4, 1, split), (32, 64, 4, 3, split)
+    return {(bm, n, k): gemv if bm == 1 else dot for n, k in shapes for bm in (1, 16, 64)}
+
+
+@pytest.fixture(scope="module", params=["tiles", "split_k"])
+def model(request):
+    """The pool's tests run twice: with the heuristic tiles, and with every matmul split-K."""
+    args = ModelArgs.from_preset(SMALL)
+    m = build_model(args, "cuda", 0)
     m.setup_caches(80)
-    m.set_backend("triton", _options())
+    configs = _split_k_configs(args, 2) if request.param == "split_k" else {}
+    m.set_backend("triton", _options(linear_configs=configs))
     return m
 
 
@@ -56,14 +68,25 @@ def pool(model):
     return p
 
 
-@pytest.mark.parametrize("M", [1, 4, 16, 37, 64, 100])
-@pytest.mark.parametrize("gemv", [False, True])
-def test_linear_kernel_against_float32(M, gemv):
+def _with_split(opts, M: int, N: int, Kd: int, split: int):
+    """opts with a tuned config that runs (M, N, Kd) split `split` ways (1: the heuristic)."""
     from cudagraph_bench.backends.graph_pool import kernels as K
 
-    opts = _options(gemv_m1=gemv)
-    g = torch.Generator(device="cuda").manual_seed(M)
+    if split > 1:
+        bm = K.linear_config(M, N, Kd, opts)[0]
+        opts.linear_configs[(bm, N, Kd)] = (16, 256, 4, 1, split) if bm == 1 else (32, 128, 4, 3, split)
+    return opts
+
+
+@pytest.mark.parametrize("M", [1, 4, 16, 37, 64, 100])
+@pytest.mark.parametrize("gemv", [False, True])
+@pytest.mark.parametrize("split", [1, 4])
+def test_linear_kernel_against_float32(M, gemv, split):
+    from cudagraph_bench.backends.graph_pool import kernels as K
+
     Kd, N = 1024, 768
+    opts = _with_split(_options(gemv_m1=gemv), M, N, Kd, split)
+    g = torch.Generator(device="cuda").manual_seed(M)
     x = torch.randn(M, Kd, device="cuda", generator=g).bfloat16()
     w = (torch.randn(2 * N, Kd, device="cuda", generator=g) / Kd**0.5).bfloat16()
     nw = (1 + 0.1 * torch.randn(Kd, device="cuda", generator=g)).bfloat16()
@@ -79,14 +102,15 @@ def test_linear_kernel_against_float32(M, gemv):
     assert _rel(K.linear(x, wg, opts, rms_norm=True, eps=1e-5, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-2
 
 
-@pytest.mark.parametrize("M", [16, 37, 64, 100])
+@pytest.mark.parametrize("M", [1, 16, 37, 64, 100])
 @pytest.mark.parametrize("kind", ["norm", "residual", "silu", "norm_fp32"])
-def test_linear_kernel_is_deterministic(M, kind):
-    """Same inputs, same bits, every time: a race in a kernel shows up here first."""
+@pytest.mark.parametrize("split", [1, 4])
+def test_linear_kernel_is_deterministic(M, kind, split):
+    """Same inputs, same bits, every time: a race in a kernel (split-K's reduction) shows up here first."""
     from cudagraph_bench.backends.graph_pool import kernels as K
 
-    opts = _options()
     Kd, N = 2048, 1024
+    opts = _with_split(_options(), M, N, Kd, split)
     x = torch.randn(M, Kd, device="cuda").bfloat16()
     w = (torch.randn(2 * N, Kd, device="cuda") / Kd**0.5).bfloat16()
     r = torch.randn(M, N, device="cuda").bfloat16()

@@ -111,14 +111,46 @@ def _prefetch_rows(W, pid_n, N, K, GATE_UP: tl.constexpr, BLOCK_N: tl.constexpr,
 
 
 @triton.jit
+def _split_k_reduce(WS, SS, CNT, tile, pid_s, acc, acc_up, ss,
+                    HAS_NORM: tl.constexpr, GATE_UP: tl.constexpr, SPLIT_K: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """Split-K: store this program's partial sums; the last of a tile's SPLIT_K programs to finish
+    adds all of them up, in split order (the same bits whichever program comes last), and resets
+    the tile's counter for the next launch. Returns (is_last, acc, acc_up, ss)."""
+    TILE: tl.constexpr = BLOCK_M * BLOCK_N
+    offs = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+    parts = WS + tile.to(tl.int64) * (SPLIT_K * TILE * (2 if GATE_UP else 1))
+    tl.store(parts + pid_s * TILE + offs, acc)
+    if GATE_UP:
+        tl.store(parts + (SPLIT_K + pid_s) * TILE + offs, acc_up)
+    if HAS_NORM:
+        tl.store(SS + (tile * SPLIT_K + pid_s) * BLOCK_M + tl.arange(0, BLOCK_M), ss)
+    tl.debug_barrier()  # every thread's partial is written before the counter says so
+    done = tl.atomic_add(CNT + tile, 1, sem="acq_rel")
+    is_last = done == SPLIT_K - 1
+    if is_last:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        ss = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for s in tl.static_range(SPLIT_K):
+            acc += tl.load(parts + s * TILE + offs)
+            if GATE_UP:
+                acc_up += tl.load(parts + (SPLIT_K + s) * TILE + offs)
+            if HAS_NORM:
+                ss += tl.load(SS + (tile * SPLIT_K + s) * BLOCK_M + tl.arange(0, BLOCK_M))
+        tl.atomic_xchg(CNT + tile, 0)
+    return is_last, acc, acc_up, ss
+
+
+@triton.jit
 def _linear_kernel(
-    X, W, Y, RES,
+    X, W, Y, RES, WS, SS, CNT,
     M, N, K,
     stride_xm, stride_ym, stride_rm,
     eps, one,
     HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, EVEN_K: tl.constexpr,
     USE_PDL: tl.constexpr, PDL_LATE: tl.constexpr, PREFETCH_LINES: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):  # fmt: skip
     """Y[M, N] = epilogue(rms(X) * (X[M, K] @ W[N, K]^T)) on tensor cores (M padded to BLOCK_M >= 16).
 
@@ -126,28 +158,34 @@ def _linear_kernel(
     loop only adds up x^2 next to the dot and the epilogue scales rows by 1/rms.
     EPILOGUE 1: Y = RES + acc (RES may alias Y). EPILOGUE 2: W is [2N, K] (gate rows
     then up rows) and Y = silu(gate) * up.
+    SPLIT_K > 1: program (m, n, s) streams the s-th of SPLIT_K equal slices of K (K divisible by
+    SPLIT_K * BLOCK_K), so a matmul with few output tiles still keeps every SM streaming weights;
+    the slices meet in _split_k_reduce (WS, SS: fp32 scratch; CNT: per-tile counters, zero).
     """
     # m varies fastest so programs that share a weight tile run together (L2 reuse for M > BLOCK_M).
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    k_len = K // SPLIT_K
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     m_mask = rm < M
     n_mask = rn < N
-    w_ptrs = W + rn.to(tl.int64)[None, :] * K + rk[:, None]  # [BLOCK_K, BLOCK_N]: a W^T tile
+    w_ptrs = W + rn.to(tl.int64)[None, :] * K + (pid_s * k_len + rk)[:, None]  # [BLOCK_K, BLOCK_N]: a W^T tile
     if USE_PDL:
         if PREFETCH_LINES > 0:
             if pid_m == 0:
-                _prefetch_rows(W, pid_n, N, K, EPILOGUE == 2, BLOCK_N, PREFETCH_LINES)
+                if pid_s == 0:
+                    _prefetch_rows(W, pid_n, N, K, EPILOGUE == 2, BLOCK_N, PREFETCH_LINES)
         if not PDL_LATE:
             gdc_launch_dependents()
         gdc_wait()
-    x_ptrs = X + rm[:, None] * stride_xm + rk[None, :]
+    x_ptrs = X + rm[:, None] * stride_xm + (pid_s * k_len + rk)[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     ss = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for k in range(0, K, BLOCK_K):
+    for k in range(0, k_len, BLOCK_K):
         if EVEN_K:
             x = tl.load(x_ptrs, mask=m_mask[:, None], other=0.0)
             w = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
@@ -176,11 +214,16 @@ def _linear_kernel(
     if USE_PDL:
         if PDL_LATE:
             gdc_launch_dependents()
+    out_mask = m_mask[:, None] & n_mask[None, :]
+    if SPLIT_K > 1:
+        tile = pid_m * tl.num_programs(1) + pid_n
+        is_last, acc, acc_up, ss = _split_k_reduce(WS, SS, CNT, tile, pid_s, acc, acc_up, ss,
+                                                   HAS_NORM, EPILOGUE == 2, SPLIT_K, BLOCK_M, BLOCK_N)  # fmt: skip
+        out_mask = out_mask & is_last
     if HAS_NORM:
         rstd = 1.0 / tl.sqrt(ss / K + eps)
         acc = acc * rstd[:, None]
         acc_up = acc_up * rstd[:, None]
-    out_mask = m_mask[:, None] & n_mask[None, :]
     if EPILOGUE == 1:
         r = tl.load(RES + rm[:, None] * stride_rm + rn[None, :], mask=out_mask, other=0.0)
         acc = acc.to(Y.dtype.element_ty).to(tl.float32) + r.to(tl.float32)
@@ -194,29 +237,34 @@ def _linear_kernel(
 
 @triton.jit
 def _gemv_kernel(
-    X, W, Y, RES,
+    X, W, Y, RES, WS, SS, CNT,
     N, K,
     eps,
     HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, EVEN_K: tl.constexpr,
     USE_PDL: tl.constexpr, PDL_LATE: tl.constexpr, PREFETCH_LINES: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):  # fmt: skip
-    """The M == 1 case on CUDA cores: 16-byte loads along K, one reduction at the end."""
+    """The M == 1 case on CUDA cores: 16-byte loads along K, one reduction at the end.
+    SPLIT_K > 1: program (n, s) streams the s-th slice of K, as in _linear_kernel."""
     pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    k_len = K // SPLIT_K
+    k0 = pid_s * k_len
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     n_mask = rn < N
-    w_ptrs = W + rn.to(tl.int64)[:, None] * K + rk[None, :]  # [BLOCK_N, BLOCK_K]
+    w_ptrs = W + rn.to(tl.int64)[:, None] * K + (k0 + rk)[None, :]  # [BLOCK_N, BLOCK_K]
     if USE_PDL:
         if PREFETCH_LINES > 0:
-            _prefetch_rows(W, pid_n, N, K, EPILOGUE == 2, BLOCK_N, PREFETCH_LINES)
+            if pid_s == 0:
+                _prefetch_rows(W, pid_n, N, K, EPILOGUE == 2, BLOCK_N, PREFETCH_LINES)
         if not PDL_LATE:
             gdc_launch_dependents()
         gdc_wait()
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     ss = tl.zeros((BLOCK_K,), dtype=tl.float32)
-    for k in range(0, K, BLOCK_K):
+    for k in range(k0, k0 + k_len, BLOCK_K):
         if EVEN_K:
             x = tl.load(X + k + rk).to(tl.float32)
             w = tl.load(w_ptrs, mask=n_mask[:, None], other=0.0)
@@ -239,8 +287,16 @@ def _gemv_kernel(
             gdc_launch_dependents()
     y = tl.sum(acc, axis=1)
     y_up = tl.sum(acc_up, axis=1)
+    ss_all = tl.sum(ss, axis=0)
+    if SPLIT_K > 1:
+        # the reduction's tiles are [1, BLOCK_N]: the same code as the tensor-core kernel's
+        is_last, y2, y2_up, ss2 = _split_k_reduce(WS, SS, CNT, pid_n, pid_s, y[None, :], y_up[None, :],
+                                                  ss_all + tl.zeros((1,), dtype=tl.float32),
+                                                  HAS_NORM, EPILOGUE == 2, SPLIT_K, 1, BLOCK_N)  # fmt: skip
+        y, y_up, ss_all = tl.sum(y2, axis=0), tl.sum(y2_up, axis=0), tl.sum(ss2, axis=0)
+        n_mask = n_mask & is_last
     if HAS_NORM:
-        rstd = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)
+        rstd = 1.0 / tl.sqrt(ss_all / K + eps)
         y = y * rstd
         y_up = y_up * rstd
     if EPILOGUE == 1:
@@ -272,25 +328,52 @@ def _block_k(K: int, want: int) -> int:
     return bk
 
 
-def linear_config(M: int, N: int, K: int, opts: KernelOptions, n_sms: int = 132) -> tuple[int, int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for one matmul; BLOCK_M 1 means the GEMV kernel."""
+def linear_config(M: int, N: int, K: int, opts: KernelOptions, n_sms: int = 132) -> tuple[int, int, int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SPLIT_K) for one matmul; BLOCK_M 1 means
+    the GEMV kernel. A tuned config is (BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K])."""
     bm = 1 if (M == 1 and opts.gemv_m1) else min(64, max(16, triton.next_power_of_2(M)))
     if bm == 1 and (1, N, K) in opts.linear_configs and opts.linear_configs[(1, N, K)] is None:
         bm = 16  # measured: the tensor-core kernel is faster for this shape even at M == 1
     tuned = opts.linear_configs.get((bm, N, K))
     if tuned is not None:
-        bn, bk, warps, stages = tuned
-        return bm, bn, bk, warps, stages
+        bn, bk, warps, stages, *rest = tuned
+        split = rest[0] if rest else 1
+        if K % (split * bk):
+            raise ValueError(f"tile config {tuple(tuned)} for ({bm}, {N}, {K}): K must divide by SPLIT_K * BLOCK_K")
+        return bm, bn, bk, warps, stages, split
     if bm == 1:
         # >= ~2 programs per SM, each streaming BLOCK_N full rows
         bn = 16 if N >= 16 * n_sms else 8
-        return 1, bn, _block_k(K, 512), 4, 1
+        return 1, bn, _block_k(K, 512), 4, 1, 1
     m_blocks = triton.cdiv(M, bm)
     bn = 64
     while bn > 16 and m_blocks * triton.cdiv(N, bn) < 2 * n_sms:
         bn //= 2
     bk = _block_k(K, 256 if bm <= 16 else 128)
-    return bm, bn, bk, 4, 4
+    return bm, bn, bk, 4, 4, 1
+
+
+_COUNTERS: dict[tuple[str, int | None], torch.Tensor] = {}
+_RETIRED: list[torch.Tensor] = []  # outgrown counter buffers: captured graphs may still point at them
+
+
+def split_k_counters(device: torch.device, tiles: int) -> torch.Tensor:
+    """Zeroed int32 counters, one per output tile, shared by every split-K launch on a device.
+
+    Each launch leaves them zero again (the last program of a tile resets its counter), and
+    launches on one stream run one after another, so one buffer serves them all. Allocated
+    outside graph capture (a graph's warm-up call comes first): memory made during a capture
+    belongs to that graph."""
+    key = (device.type, device.index)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < tiles:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("split-K counters must be allocated before graph capture: run the step once eagerly")
+        if buf is not None:
+            _RETIRED.append(buf)
+        buf = torch.zeros(max(tiles, 1 << 16), dtype=torch.int32, device=device)
+        _COUNTERS[key] = buf
+    return buf
 
 
 def prefetch_lines(rows: int, K: int, elem_bytes: int, opts: KernelOptions) -> int:
@@ -335,18 +418,28 @@ def linear(
         out = torch.empty((M, N), device=x.device, dtype=out_dtype or x.dtype)
     epilogue = EPI_SILU_MUL if silu_mul else (EPI_RESIDUAL if residual is not None else EPI_NONE)
     r = residual if residual is not None else out  # dummy pointer when unused
-    bm, bn, bk, warps, stages = linear_config(M, N, K, opts, _num_sms(x.device))
+    bm, bn, bk, warps, stages, split = linear_config(M, N, K, opts, _num_sms(x.device))
     flags = dict(HAS_NORM=rms_norm, EPILOGUE=epilogue, EVEN_K=K % bk == 0, USE_PDL=opts.pdl,
                  PDL_LATE=opts.pdl_late, PREFETCH_LINES=prefetch_lines(w.shape[0], K, w.element_size(), opts))  # fmt: skip
     extra = {"launch_pdl": True} if opts.pdl else {}
-    if bm == 1:
-        _gemv_kernel[(triton.cdiv(N, bn),)](
-            x, w, out, r, N, K, eps, **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages, **extra
-        )
+    grid = (triton.cdiv(M, bm) if bm > 1 else 1, triton.cdiv(N, bn), split)
+    if split > 1:
+        tiles = grid[0] * grid[1]
+        ws = torch.empty(tiles * split * bm * bn * (2 if silu_mul else 1), device=x.device, dtype=torch.float32)
+        ss = torch.empty(tiles * split * bm, device=x.device, dtype=torch.float32)
+        cnt = split_k_counters(x.device, tiles)
     else:
-        _linear_kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn))](
-            x, w, out, r, M, N, K, x.stride(0), out.stride(0), r.stride(0), eps, 1.0,
-            **flags, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages, **extra,
+        ws = ss = cnt = out  # unused
+    if bm == 1:
+        _gemv_kernel[grid[1:]](
+            x, w, out, r, ws, ss, cnt, N, K, eps, **flags, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split,
+            num_warps=warps, num_stages=stages, **extra,
+        )  # fmt: skip
+    else:
+        _linear_kernel[grid](
+            x, w, out, r, ws, ss, cnt, M, N, K, x.stride(0), out.stride(0), r.stride(0), eps, 1.0,
+            **flags, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split, num_warps=warps, num_stages=stages,
+            **extra,
         )  # fmt: skip
     return out
 

@@ -24,14 +24,33 @@ import torch
 
 from .model import Transformer
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: configs may carry SPLIT_K
 
-# bucket (BLOCK_M used) -> candidate (BLOCK_N, BLOCK_K, num_warps, num_stages); bucket 1 is the GEMV.
+# bucket (BLOCK_M used) -> candidate (BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K]); bucket 1 is
+# the GEMV. Split-K candidates let a matmul with few output tiles (qkv, o, down) fill every SM with
+# wide tiles; they are tried only where the unsplit grid is small (split_k_useful).
 CANDIDATES = {
-    1: [(4, 1024, 4, 1), (8, 512, 4, 1), (8, 1024, 4, 1), (16, 512, 4, 1), (16, 256, 4, 1), (32, 256, 8, 1)],
-    16: [(16, 256, 4, 4), (16, 128, 4, 6), (32, 256, 4, 4), (32, 128, 4, 5), (64, 128, 4, 4)],
-    64: [(16, 128, 4, 4), (32, 128, 4, 4), (32, 64, 4, 6), (64, 64, 4, 5)],
-}
+    1: [(4, 1024, 4, 1), (8, 512, 4, 1), (8, 1024, 4, 1), (16, 512, 4, 1), (16, 256, 4, 1), (32, 256, 8, 1),
+        (8, 512, 4, 1, 2), (16, 512, 4, 1, 2), (16, 512, 4, 1, 4), (32, 256, 8, 1, 4)],
+    16: [(16, 256, 4, 4), (16, 128, 4, 6), (32, 256, 4, 4), (32, 128, 4, 5), (64, 128, 4, 4),
+         (64, 128, 4, 4, 2), (64, 128, 4, 4, 4), (128, 128, 8, 3, 2), (128, 128, 8, 3, 4), (32, 256, 4, 4, 2)],
+    64: [(16, 128, 4, 4), (32, 128, 4, 4), (32, 64, 4, 6), (64, 64, 4, 5),
+         (64, 128, 4, 3, 2), (64, 64, 4, 5, 2), (64, 64, 4, 5, 4), (128, 64, 8, 4, 2), (128, 64, 8, 4, 4)],
+}  # fmt: skip
+
+
+def split_k_useful(N: int, cfg: tuple, n_sms: int) -> bool:
+    """A split-K candidate is worth timing only where the unsplit grid has under ~4 tiles per SM."""
+    split = cfg[4] if len(cfg) > 4 else 1
+    return split == 1 or -(-N // cfg[0]) < 4 * n_sms
+
+
+def fits_k(K: int, cfg: tuple) -> bool:
+    """K must divide into SPLIT_K slices of whole BLOCK_K steps."""
+    split = cfg[4] if len(cfg) > 4 else 1
+    return K % (cfg[1] * split) == 0
+
+
 BUCKETS = (16, 1, 64)  # 16 first: at M == 1 the GEMV's best is raced against bucket 16's
 
 
@@ -193,14 +212,18 @@ def tune(model: Transformer) -> tuple[dict, dict]:
                          out=out)  # fmt: skip
 
             best = None
+            tried: dict[str, float | str] = {}  # every candidate's us per call (or why it could not run)
+            n_sms = torch.cuda.get_device_properties(dev).multi_processor_count
             for cfg in CANDIDATES[bm]:
-                if Kd % cfg[1]:
+                if not fits_k(Kd, cfg) or not split_k_useful(N, cfg, n_sms):
                     continue
                 opts.linear_configs[(bm, N, Kd)] = cfg
                 try:
                     ms = _time_graph(call, reps=max(8, copies * 2))
-                except Exception:  # noqa: BLE001 - a config that does not compile or fit is skipped
+                except Exception as e:  # noqa: BLE001 - a config that does not compile or fit is skipped
+                    tried[str(list(cfg))] = f"{type(e).__name__}: {str(e)[:200]}"
                     continue
+                tried[str(list(cfg))] = round(ms * 1e3, 2)
                 if best is None or ms < best[0]:
                     best = (ms, cfg)
             if best and bm == 1 and (16, N, Kd) in dot_opts.linear_configs:
@@ -212,12 +235,13 @@ def tune(model: Transformer) -> tuple[dict, dict]:
                              out=o1)  # fmt: skip
 
                 ms = _time_graph(call1, reps=max(8, copies * 2))
+                tried["tensor-core kernel, bucket 16's best"] = round(ms * 1e3, 2)
                 if ms < best[0]:
                     best = (ms, None)
             if best:
                 opts.linear_configs[(bm, N, Kd)] = best[1]
                 chosen[f"{sh['name']}@{bm}"] = {"cfg": best[1], "us": best[0] * 1e3,
-                                                "weight_gbps": wbytes / (best[0] * 1e-3) / 1e9}  # fmt: skip
+                                                "weight_gbps": wbytes / (best[0] * 1e-3) / 1e9, "tried": tried}  # fmt: skip
             else:
                 opts.linear_configs.pop((bm, N, Kd), None)
         del ws
