@@ -184,7 +184,7 @@ def _linear_kernel(
     x_ptrs = X + rm[:, None] * stride_xm + (pid_s * k_len + rk)[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    ss = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    ssq = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)  # x^2, added up across K after the loop
     for k in range(0, k_len, BLOCK_K):
         if EVEN_K:
             x = tl.load(x_ptrs, mask=m_mask[:, None], other=0.0)
@@ -195,7 +195,9 @@ def _linear_kernel(
             w = tl.load(w_ptrs, mask=n_mask[None, :] & k_mask[:, None], other=0.0)
         if HAS_NORM:
             xf = x.to(tl.float32)
-            ss += tl.sum(xf * xf, axis=1)
+            # elementwise here, one cross-thread sum after the loop: a sum per step cost narrow
+            # tiles (BLOCK_N 16-32) most of their bandwidth on the H200
+            ssq += xf * xf
             if BLOCK_M >= 64:
                 # Triton 3.6 pipelines an x tile read both here and by an async wgmma (BLOCK_M >= 64)
                 # with one buffer too few: the next copy overwrote it mid-read (eager and graph then
@@ -214,6 +216,7 @@ def _linear_kernel(
     if USE_PDL:
         if PDL_LATE:
             gdc_launch_dependents()
+    ss = tl.sum(ssq, axis=1)
     out_mask = m_mask[:, None] & n_mask[None, :]
     if SPLIT_K > 1:
         tile = pid_m * tl.num_programs(1) + pid_n
