@@ -234,7 +234,7 @@ _INTERP_SCRIPT = textwrap.dedent(
                 gu = xn @ w.T
                 assert rel(K.linear(x, w * g, opts, rms_norm=True, eps=1e-5, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-5
                 if split > 1:  # every tile's counter is back at zero for the next launch
-                    assert not K._COUNTERS[("cpu", None)].any()
+                    assert not K._SCRATCH[("cpu", None, "counters")].any()
     opts = K.KernelOptions()
     opts.linear_configs[(16, 40, 96)] = (16, 64, 4, 1, 2)
     with pytest.raises(ValueError, match="SPLIT_K"):  # 96 is not two slices of whole 64-wide steps
@@ -282,6 +282,25 @@ def test_triton_kernels_on_the_cpu_interpreter():
     if r.returncode and "only 0-dimensional arrays can be converted" in r.stderr:
         pytest.skip("this Triton's interpreter does not run with this NumPy (needs numpy < 2.3)")
     assert r.returncode == 0 and "INTERPRETER OK" in r.stdout, r.stderr[-4000:]
+
+
+def test_the_m1_kernel_is_chosen_by_the_whole_steps_time():
+    """Each matmul's M == 1 kernel is the one with the faster decode step, whatever it did alone."""
+    from cudagraph_bench.backends.graph_pool import tuning
+
+    qkv, gate_up = (1, 6144, 4096), (1, 14336, 4096)
+    configs = {qkv: None, gate_up: None, (16, 6144, 4096): (64, 128, 4, 4)}  # as timed alone: tensor cores
+    options = {qkv: [(8, 1024, 4, 1), None], gate_up: [(16, 256, 4, 1), None]}
+
+    def step_ms():  # in the step the GEMV wins for gate_up, the tensor-core kernel for qkv
+        return 5.0 + (0.1 if configs[qkv] is not None else 0) + (0.7 if configs[gate_up] is None else 0)
+
+    picked = tuning.race_in_step(configs, options, step_ms)
+    assert configs[qkv] is None and configs[gate_up] == (16, 256, 4, 1)
+    assert configs[(16, 6144, 4096)] == (64, 128, 4, 4)  # other buckets untouched
+    assert picked[gate_up] == {"cfg": (16, 256, 4, 1), "in_step_ms": {"[16, 256, 4, 1]": 5.0, "tensor-core": 5.7}}
+    # raced first, while gate_up still ran on tensor cores: one matmul at a time, in order
+    assert picked[qkv]["in_step_ms"] == {"[8, 1024, 4, 1]": 5.8, "tensor-core": 5.7}
 
 
 def test_tile_configs_are_tuned_once_per_gpu_model_and_then_read_from_the_cache(tmp_path, monkeypatch):

@@ -356,27 +356,35 @@ def linear_config(M: int, N: int, K: int, opts: KernelOptions, n_sms: int = 132)
     return bm, bn, bk, 4, 4, 1
 
 
-_COUNTERS: dict[tuple[str, int | None], torch.Tensor] = {}
-_RETIRED: list[torch.Tensor] = []  # outgrown counter buffers: captured graphs may still point at them
+_SCRATCH: dict[tuple[str, int | None, str], torch.Tensor] = {}
+_RETIRED: list[torch.Tensor] = []  # outgrown buffers: captured graphs may still point at them
 
 
-def split_k_counters(device: torch.device, tiles: int) -> torch.Tensor:
-    """Zeroed int32 counters, one per output tile, shared by every split-K launch on a device.
-
-    Each launch leaves them zero again (the last program of a tile resets its counter), and
-    launches on one stream run one after another, so one buffer serves them all. Allocated
-    outside graph capture (a graph's warm-up call comes first): memory made during a capture
-    belongs to that graph."""
-    key = (device.type, device.index)
-    buf = _COUNTERS.get(key)
-    if buf is None or buf.numel() < tiles:
+def _scratch(device: torch.device, name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """The first `numel` elements of a buffer kept per device, grown (never shrunk) outside capture."""
+    key = (device.type, device.index, name)
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.numel() < numel:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError("split-K counters must be allocated before graph capture: run the step once eagerly")
+            raise RuntimeError("split-K scratch must be allocated before graph capture: run the step once eagerly")
         if buf is not None:
             _RETIRED.append(buf)
-        buf = torch.zeros(max(tiles, 1 << 16), dtype=torch.int32, device=device)
-        _COUNTERS[key] = buf
-    return buf
+        buf = torch.zeros(max(numel, 1 << 16), dtype=dtype, device=device)
+        _SCRATCH[key] = buf
+    return buf[:numel]
+
+
+def split_k_buffers(device: torch.device, tiles: int, partials: int, rows: int) -> tuple[torch.Tensor, ...]:
+    """(partial sums fp32 [partials], x^2 sums fp32 [rows], counters int32 [tiles]) for one split-K launch.
+
+    One set per device serves every launch: launches on a stream run one after another (with
+    programmatic dependent launch, a kernel touches them only after the previous one has
+    finished), each launch writes its partials before reading them, and its last programs
+    leave the counters zero again. So the eager step allocates nothing per matmul, and a
+    captured graph holds no scratch of its own. Allocated outside capture (a graph's warm-up
+    call comes first): memory made during a capture belongs to that graph."""
+    return (_scratch(device, "partials", partials, torch.float32), _scratch(device, "rows", rows, torch.float32),
+            _scratch(device, "counters", tiles, torch.int32))  # fmt: skip
 
 
 def prefetch_lines(rows: int, K: int, elem_bytes: int, opts: KernelOptions) -> int:
@@ -428,9 +436,8 @@ def linear(
     grid = (triton.cdiv(M, bm) if bm > 1 else 1, triton.cdiv(N, bn), split)
     if split > 1:
         tiles = grid[0] * grid[1]
-        ws = torch.empty(tiles * split * bm * bn * (2 if silu_mul else 1), device=x.device, dtype=torch.float32)
-        ss = torch.empty(tiles * split * bm, device=x.device, dtype=torch.float32)
-        cnt = split_k_counters(x.device, tiles)
+        ws, ss, cnt = split_k_buffers(x.device, tiles, tiles * split * bm * bn * (2 if silu_mul else 1),
+                                      tiles * split * bm)  # fmt: skip
     else:
         ws = ss = cnt = out  # unused
     if bm == 1:
