@@ -268,6 +268,10 @@ _INTERP_SCRIPT = textwrap.dedent(
         o = [K.decode_attention(qkv, dpos + 2, rows, tri.rope_cos, tri.rope_sin, c.k_cache, c.v_cache, 8, 2,
                                 tri.kernel_opts, num_splits=s) for s in (1, 4)]
         assert rel(o[1], o[0]) < 1e-5
+        # a tuned config for this batch size (4 splits of 32-position blocks) equals one split too
+        tuned = K.KernelOptions(attn_configs={3: (4, 32, 4, 2)})
+        o2 = K.decode_attention(qkv, dpos + 2, rows, tri.rope_cos, tri.rope_sin, c.k_cache, c.v_cache, 8, 2, tuned)
+        assert rel(o2, o[0]) < 1e-5
     print("INTERPRETER OK")
     """
 )
@@ -317,13 +321,17 @@ def test_tile_configs_are_tuned_once_per_gpu_model_and_then_read_from_the_cache(
         return {(1, 6144, 4096): (8, 1024, 4, 1), (16, 6144, 4096): None}, {"qkv@1": {"cfg": [8, 1024, 4, 1]}}
 
     monkeypatch.setattr(tuning, "tune", fake_tune)
+    monkeypatch.setattr(
+        tuning, "tune_attention", lambda model: ({4: (2, 64, 4, 2)}, {"attention@4": {"cfg": [2, 64, 4, 2]}})
+    )
 
-    Model = SimpleNamespace(kernel_opts=SimpleNamespace(linear_configs={}))
+    Model = SimpleNamespace(kernel_opts=SimpleNamespace(linear_configs={}, attn_configs={}))
     first = tuning.tuned_options(Model, tmp_path)
-    Model.kernel_opts.linear_configs = {}
+    Model.kernel_opts.linear_configs, Model.kernel_opts.attn_configs = {}, {}
     second = tuning.tuned_options(Model, tmp_path)
     assert (first["cache_hit"], second["cache_hit"]) == (False, True) and len(calls) == 1
     assert Model.kernel_opts.linear_configs == {(1, 6144, 4096): (8, 1024, 4, 1), (16, 6144, 4096): None}
+    assert Model.kernel_opts.attn_configs == {4: (2, 64, 4, 2)} and "attention@4" in second["chosen"]
     assert first["cache_file"] == second["cache_file"] and "nvidia_h200" in first["cache_file"]
     # another GPU model (or Triton version) tunes again, into its own file
     monkeypatch.setattr(tuning, "cache_key", lambda model: {**key, "gpu_name": "NVIDIA A100"})

@@ -129,8 +129,11 @@ def test_linear_kernel_is_deterministic(M, kind, split):
         assert torch.equal(run(), first)
 
 
-@pytest.mark.parametrize("splits", [None, 1, 4])
+@pytest.mark.parametrize("splits", [None, 1, 4, "tuned"])
 def test_decode_attention_against_torch(model, splits):
+    """splits None: the heuristic; "tuned": a tuned config for this batch size (BLOCK_S 32, 8 warps)."""
+    from dataclasses import replace
+
     from cudagraph_bench.backends.graph_pool import kernels as K
 
     torch.manual_seed(1)
@@ -143,8 +146,11 @@ def test_decode_attention_against_torch(model, splits):
     pos = torch.tensor([0, 1, 63, 64, 200], device="cuda")
     rows = torch.tensor([4, 0, 1, 2, 3], device="cuda")
     k_before = c.k_cache.clone()
+    opts = model.kernel_opts
+    if splits == "tuned":
+        opts, splits = replace(opts, attn_configs={B: (4, 32, 8, 3)}), None
     out = K.decode_attention(qkv, pos, rows, model.rope_cos, model.rope_sin, c.k_cache, c.v_cache, H, Hkv,
-                             model.kernel_opts, num_splits=splits)  # fmt: skip
+                             opts, num_splits=splits)  # fmt: skip
     # reference in float32 from the cache as the kernel left it (new k/v written at pos)
     for b in range(B):
         r, p = rows[b].item(), pos[b].item()

@@ -56,6 +56,8 @@ class KernelOptions:
     linear_configs: (bucket, N, K) -> (BLOCK_N, BLOCK_K, num_warps, num_stages),
     where bucket is the BLOCK_M used (1 for the GEMV; None there: use the tensor-core
     kernel at M == 1 for this shape); overrides the heuristic.
+    attn_configs: batch size -> (num_splits, BLOCK_S, num_warps, num_stages) of decode attention
+    (tuning.tune_attention); a batch size without one uses attn_block_s / attn_splits.
     """
 
     pdl: bool = False
@@ -65,6 +67,7 @@ class KernelOptions:
     attn_block_s: int = 64
     attn_splits: int | None = None
     linear_configs: dict = field(default_factory=dict)
+    attn_configs: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -75,6 +78,7 @@ class KernelOptions:
             "attn_block_s": self.attn_block_s,
             "attn_splits": self.attn_splits,
             "linear_configs": {str(k): v for k, v in self.linear_configs.items()},
+            "attn_configs": {str(k): v for k, v in self.attn_configs.items()},
         }
 
 
@@ -610,7 +614,10 @@ def decode_attention(
     input_pos, rows = input_pos.contiguous(), rows.contiguous()
     S = k_cache.shape[1]
     group = n_heads // n_kv_heads
-    block_s = opts.attn_block_s
+    block_s, warps, stages = opts.attn_block_s, 4, 2
+    tuned = opts.attn_configs.get(B)
+    if tuned is not None and num_splits is None:
+        num_splits, block_s, warps, stages = tuned
     num_splits = num_splits or opts.attn_splits
     if num_splits is None:
         num_splits, split_len = attention_splits(S, B, n_kv_heads, block_s, _num_sms(qkv.device))
@@ -630,7 +637,7 @@ def decode_attention(
         split_len, qk_scale,
         H=n_heads, HKV=n_kv_heads, D=D, GROUP=group,
         BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_S=block_s, NUM_SPLITS=num_splits,
-        USE_PDL=opts.pdl, num_warps=4, num_stages=2, **extra,
+        USE_PDL=opts.pdl, num_warps=warps, num_stages=stages, **extra,
     )  # fmt: skip
     if num_splits > 1:
         _combine_kernel[(B, n_heads)](

@@ -1,12 +1,14 @@
-"""Tile configs of the pool's Triton matmuls: measured once per GPU model and model shape, cached.
+"""Tile configs of the pool's Triton kernels: measured once per GPU model and model shape, cached.
 
 `tuned_options(model)` returns the kernel options a cell runs with and a record of where its
 tile configs came from. The first cell on a GPU model times each candidate config of every
-matmul shape of the model (about 30 s for Llama-3.1-8B on an H100), keeps the fastest and
-writes them to a JSON cache file; every later cell on the same GPU model, Triton and torch
-version reads them back. The cache lives in $CGB_CACHE_DIR, else $XDG_CACHE_HOME/cudagraph-bench,
-else ~/.cache/cudagraph-bench: on a cluster the home directory is shared, so one tuning serves
-every node with that GPU.
+matmul shape of the model (split-K ones included), races the M == 1 choice between the GEMV and
+the tensor-core kernel again in the whole batch-1 step, and times decode attention's splits and
+blocks per batch size; it keeps the fastest and writes them to a JSON cache file (the matmuls of
+Llama-3.1-8B took about 70 s on an H200, before the step race and attention were added); every
+later cell on the same GPU model, Triton and torch version reads them back. The cache lives in
+$CGB_CACHE_DIR, else $XDG_CACHE_HOME/cudagraph-bench, else ~/.cache/cudagraph-bench: on a
+cluster the home directory is shared, so one tuning serves every node with that GPU.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from .model import Transformer
 
-CACHE_FORMAT = 3  # 2: configs may carry SPLIT_K; 3: the M == 1 kernel is chosen in the whole step
+CACHE_FORMAT = 4  # 2: configs may carry SPLIT_K; 3: the M == 1 kernel is chosen in the whole step; 4: attention
 
 # bucket (BLOCK_M used) -> candidate (BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K]); bucket 1 is
 # the GEMV. Split-K candidates let a matmul with few output tiles (qkv, o, down) fill every SM with
@@ -39,6 +41,14 @@ CANDIDATES = {
          (64, 128, 4, 3, 2), (64, 64, 4, 5, 2), (64, 64, 4, 5, 4), (128, 64, 8, 4, 2), (128, 64, 8, 4, 4),
          (32, 128, 4, 4, 2), (128, 64, 8, 3, 2)],
 }  # fmt: skip
+
+
+# Decode attention: tuned per batch size (the pool's graph sizes are powers of two) at one context
+# length, the latency workload's (256 prompt tokens plus half its 64 outputs).
+ATTN_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+ATTN_CONTEXT = 288
+# candidate (num_splits, BLOCK_S, num_warps, num_stages); splits whose slice is shorter than BLOCK_S are skipped
+ATTN_CANDIDATES = [(sp, bs, w, st) for sp in (1, 2, 4, 8, 16) for bs in (32, 64) for w, st in ((4, 2), (4, 3), (8, 2))]
 
 
 def split_k_useful(N: int, cfg: tuple, n_sms: int) -> bool:
@@ -82,6 +92,7 @@ def cache_key(model: Transformer) -> dict:
     props = torch.cuda.get_device_properties(dev)
     shapes = [(s["N"], s["K"]) for s in matmul_shapes(model)]
     opts = model.kernel_opts
+    a = model.args
     return {
         "format": CACHE_FORMAT,
         "gpu_name": props.name,
@@ -91,6 +102,12 @@ def cache_key(model: Transformer) -> dict:
         "torch": torch.__version__,
         "dtype": str(model.args.torch_dtype).removeprefix("torch."),
         "shapes": shapes,
+        "attention": {
+            "heads": [a.n_heads, a.n_kv_heads, a.head_dim],
+            "cache_positions": a.max_seq_len,
+            "batches": list(ATTN_BATCHES),
+            "context": ATTN_CONTEXT,
+        },  # fmt: skip
         "launch": {
             "pdl": opts.pdl,
             "pdl_late": opts.pdl_late,
@@ -119,17 +136,22 @@ def tuned_options(model: Transformer, folder: Path | None = None) -> dict:
     t0 = time.perf_counter()
     if hit:
         configs = {_parse_key(k): (tuple(v) if v is not None else None) for k, v in doc["linear_configs"].items()}
+        attn = {int(b): tuple(v) for b, v in doc["attn_configs"].items()}
         chosen = doc["chosen"]
     else:
         configs, chosen = tune(model)
+        attn, chosen_attn = tune_attention(model)
+        chosen = {**chosen, **chosen_attn}
         doc = {
             "key": key,
             "linear_configs": {str(list(k)): v for k, v in sorted(configs.items())},
+            "attn_configs": {str(b): list(v) for b, v in sorted(attn.items())},
             "chosen": chosen,
             "tuned_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         _write_json(path, doc)
     model.kernel_opts.linear_configs = configs
+    model.kernel_opts.attn_configs = attn
     return {
         "cache_file": str(path),
         "cache_hit": hit,
@@ -182,6 +204,17 @@ def _time_graph(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def _time_candidate(call, reps: int, cfg: tuple, tried: dict) -> float | None:
+    """ms per call of one candidate config, recorded in `tried` (µs, or why it could not run)."""
+    try:
+        ms = _time_graph(call, reps=reps)
+    except Exception as e:  # noqa: BLE001 - a config that does not compile or fit is skipped
+        tried[str(list(cfg))] = f"{type(e).__name__}: {str(e)[:200]}"
+        return None
+    tried[str(list(cfg))] = round(ms * 1e3, 2)
+    return ms
+
+
 @torch.inference_mode()
 def tune(model: Transformer) -> tuple[dict, dict]:
     """Time every candidate tile config per matmul shape and bucket; return (linear_configs, chosen).
@@ -221,13 +254,8 @@ def tune(model: Transformer) -> tuple[dict, dict]:
                 if not fits_k(Kd, cfg) or not split_k_useful(N, cfg, n_sms):
                     continue
                 opts.linear_configs[(bm, N, Kd)] = cfg
-                try:
-                    ms = _time_graph(call, reps=max(8, copies * 2))
-                except Exception as e:  # noqa: BLE001 - a config that does not compile or fit is skipped
-                    tried[str(list(cfg))] = f"{type(e).__name__}: {str(e)[:200]}"
-                    continue
-                tried[str(list(cfg))] = round(ms * 1e3, 2)
-                if best is None or ms < best[0]:
+                ms = _time_candidate(call, max(8, copies * 2), cfg, tried)
+                if ms is not None and (best is None or ms < best[0]):
                     best = (ms, cfg)
             if best and bm == 1 and (16, N, Kd) in dot_opts.linear_configs:
                 opts.linear_configs[(1, N, Kd)] = None  # the tensor-core kernel at M == 1
@@ -255,6 +283,52 @@ def tune(model: Transformer) -> tuple[dict, dict]:
     for key, picked in race_in_step(gemv_opts.linear_configs, m1_options, step).items():
         chosen[names[key]].update(cfg=picked["cfg"], in_step_ms=picked["in_step_ms"])
     return dict(gemv_opts.linear_configs), chosen
+
+
+@torch.inference_mode()
+def tune_attention(model: Transformer) -> tuple[dict, dict]:
+    """Time every decode-attention candidate at each batch size of ATTN_BATCHES, ATTN_CONTEXT
+    positions cached; return ({batch: config}, chosen). The caches rotate over copies so that
+    no timing is served from L2 (in the step, every layer reads its own cache)."""
+    from . import kernels as K
+
+    a, dev, dt = model.args, model.output.weight.device, model.args.torch_dtype
+    S = a.max_seq_len
+    ctx = min(ATTN_CONTEXT, S - 1)
+    configs, chosen = {}, {}
+    for B in ATTN_BATCHES:
+        touched = B * ctx * a.n_kv_heads * a.head_dim * 2 * torch.empty(0, dtype=dt).element_size()
+        copies = max(2, min(64, -(-(256 << 20) // touched)))
+        caches = [(torch.randn(B + 1, S, a.n_kv_heads, a.head_dim, device=dev, dtype=dt),
+                   torch.randn(B + 1, S, a.n_kv_heads, a.head_dim, device=dev, dtype=dt)) for _ in range(copies)]  # fmt: skip
+        qkv = torch.randn(B, a.qkv_dim, device=dev, dtype=dt)
+        pos = torch.full((B,), ctx, dtype=torch.long, device=dev)
+        rows = torch.arange(B, device=dev)
+        opts = replace(model.kernel_opts, attn_configs={})
+        tried: dict[str, float | str] = {}
+        best = None
+        for cfg in ATTN_CANDIDATES:
+            splits, block_s = cfg[0], cfg[1]
+            if splits > 1 and -(-S // splits) < block_s:
+                continue
+            opts.attn_configs[B] = cfg
+
+            def call(i, opts=opts, caches=caches, qkv=qkv, pos=pos, rows=rows):
+                kc, vc = caches[i % len(caches)]
+                K.decode_attention(
+                    qkv, pos, rows, model.rope_cos, model.rope_sin, kc, vc, a.n_heads, a.n_kv_heads, opts
+                )
+
+            ms = _time_candidate(call, max(16, copies), cfg, tried)
+            if ms is not None and (best is None or ms < best[0]):
+                best = (ms, cfg)
+        if best:
+            configs[B] = best[1]
+            chosen[f"attention@{B}"] = {"cfg": best[1], "us": best[0] * 1e3,
+                                        "kv_gbps": touched / (best[0] * 1e-3) / 1e9, "tried": tried}  # fmt: skip
+        del caches
+    torch.cuda.synchronize()
+    return configs, chosen
 
 
 def race_in_step(configs: dict, options: dict, step_ms) -> dict:
