@@ -62,14 +62,20 @@ def test_kv_cache_update_writes_only_the_given_slots():
     assert torch.equal(cache.k_cache[0, 4], k[0, 0]) and k_all.data_ptr() == cache.k_cache.data_ptr()
 
 
+def _twin_models(batch: int, length: int):
+    """Two tiny models with the same weights and caches for `batch` rows, and a prompt [batch, length]
+    at positions 0..length-1."""
+    args = ModelArgs.from_preset(TINY)
+    twins = build_model(args, "cpu", 0), build_model(args, "cpu", 0)
+    for m in twins:
+        m.setup_caches(batch)
+    tok = torch.randint(0, args.vocab_size, (batch, length))
+    return *twins, tok, torch.arange(length)[None].expand(batch, length)
+
+
 @torch.inference_mode()
 def test_incremental_decode_matches_full_forward():
-    args = ModelArgs.from_preset(TINY)
-    full_model, inc_model = build_model(args, "cpu", 0), build_model(args, "cpu", 0)
-    for m in (full_model, inc_model):
-        m.setup_caches(2)
-    tok = torch.randint(0, args.vocab_size, (2, 9))
-    pos = torch.arange(9)[None].expand(2, 9)
+    full_model, inc_model, tok, pos = _twin_models(2, 9)
     full = full_model(tok, pos)
     outs = [inc_model(tok[:, :5], pos[:, :5])]
     for t in range(5, 9):
@@ -81,12 +87,7 @@ def test_incremental_decode_matches_full_forward():
 def test_prefill_path_matches_the_cache_window_path():
     """prefill=True (causal attention over the prompt alone) gives the logits of the masked
     cache-window path and writes the same cache (up to rounding after the first attention)."""
-    args = ModelArgs.from_preset(TINY)
-    window, fresh = build_model(args, "cpu", 0), build_model(args, "cpu", 0)
-    for m in (window, fresh):
-        m.setup_caches(3)
-    tok = torch.randint(0, args.vocab_size, (3, 7))
-    pos = torch.arange(7)[None].expand(3, 7)
+    window, fresh, tok, pos = _twin_models(3, 7)
     torch.testing.assert_close(fresh(tok, pos, prefill=True), window(tok, pos), rtol=1e-4, atol=1e-4)
     first = window.layers[0].attention.kv_cache, fresh.layers[0].attention.kv_cache
     assert torch.equal(first[0].k_cache, first[1].k_cache)  # before any attention output: same bits

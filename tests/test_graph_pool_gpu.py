@@ -41,22 +41,20 @@ def _options(**kw):
     return replace(default_kernel_options(), **kw)
 
 
-def _split_k_configs(args: ModelArgs, split: int) -> dict:
-    """Tile configs that run every matmul of the model split-K, at every bucket."""
-    shapes = [(args.qkv_dim, args.hidden_size), (args.hidden_size, args.n_heads * args.head_dim),
-              (args.intermediate_size, args.hidden_size), (args.hidden_size, args.intermediate_size),
-              (args.vocab_size, args.hidden_size)]  # fmt: skip
+def _split_k_configs(model, split: int) -> dict:
+    """Tile configs that run every matmul of the model (tuning.matmul_shapes) split-K, at every bucket."""
+    from cudagraph_bench.backends.graph_pool.tuning import BUCKETS, matmul_shapes
+
     gemv, dot = (16, 128, 4, 1, split), (32, 64, 4, 3, split)
-    return {(bm, n, k): gemv if bm == 1 else dot for n, k in shapes for bm in (1, 16, 64)}
+    return {(bm, sh["N"], sh["K"]): gemv if bm == 1 else dot for sh in matmul_shapes(model) for bm in BUCKETS}
 
 
 @pytest.fixture(scope="module", params=["tiles", "split_k"])
 def model(request):
     """The pool's tests run twice: with the heuristic tiles, and with every matmul split-K."""
-    args = ModelArgs.from_preset(SMALL)
-    m = build_model(args, "cuda", 0)
+    m = build_model(ModelArgs.from_preset(SMALL), "cuda", 0)
     m.setup_caches(80)
-    configs = _split_k_configs(args, 2) if request.param == "split_k" else {}
+    configs = _split_k_configs(m, 2) if request.param == "split_k" else {}
     m.set_backend("triton", _options(linear_configs=configs))
     return m
 

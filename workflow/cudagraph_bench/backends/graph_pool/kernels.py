@@ -335,6 +335,16 @@ def _block_k(K: int, want: int) -> int:
     return bk
 
 
+def config_split(cfg: tuple) -> int:
+    """SPLIT_K of a tuned config (BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K]); 1 when absent."""
+    return cfg[4] if len(cfg) > 4 else 1
+
+
+def fits_k(K: int, cfg: tuple) -> bool:
+    """Whether K divides into the config's SPLIT_K slices of whole BLOCK_K steps."""
+    return K % (cfg[1] * config_split(cfg)) == 0
+
+
 def linear_config(M: int, N: int, K: int, opts: KernelOptions, n_sms: int = 132) -> tuple[int, int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SPLIT_K) for one matmul; BLOCK_M 1 means
     the GEMV kernel. A tuned config is (BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K])."""
@@ -343,11 +353,10 @@ def linear_config(M: int, N: int, K: int, opts: KernelOptions, n_sms: int = 132)
         bm = 16  # measured: the tensor-core kernel is faster for this shape even at M == 1
     tuned = opts.linear_configs.get((bm, N, K))
     if tuned is not None:
-        bn, bk, warps, stages, *rest = tuned
-        split = rest[0] if rest else 1
-        if K % (split * bk):
+        if not fits_k(K, tuned):
             raise ValueError(f"tile config {tuple(tuned)} for ({bm}, {N}, {K}): K must divide by SPLIT_K * BLOCK_K")
-        return bm, bn, bk, warps, stages, split
+        bn, bk, warps, stages = tuned[:4]
+        return bm, bn, bk, warps, stages, config_split(tuned)
     if bm == 1:
         # >= ~2 programs per SM, each streaming BLOCK_N full rows
         bn = 16 if N >= 16 * n_sms else 8

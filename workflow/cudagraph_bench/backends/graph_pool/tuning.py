@@ -53,14 +53,9 @@ ATTN_CANDIDATES = [(sp, bs, w, st) for sp in (1, 2, 4, 8, 16) for bs in (32, 64)
 
 def split_k_useful(N: int, cfg: tuple, n_sms: int) -> bool:
     """A split-K candidate is worth timing only where the unsplit grid has under ~4 tiles per SM."""
-    split = cfg[4] if len(cfg) > 4 else 1
-    return split == 1 or -(-N // cfg[0]) < 4 * n_sms
+    from .kernels import config_split
 
-
-def fits_k(K: int, cfg: tuple) -> bool:
-    """K must divide into SPLIT_K slices of whole BLOCK_K steps."""
-    split = cfg[4] if len(cfg) > 4 else 1
-    return K % (cfg[1] * split) == 0
+    return config_split(cfg) == 1 or -(-N // cfg[0]) < 4 * n_sms
 
 
 BUCKETS = (16, 1, 64)  # 16 first: at M == 1 the GEMV's best is raced against bucket 16's
@@ -249,9 +244,8 @@ def tune(model: Transformer) -> tuple[dict, dict]:
 
             best = None
             tried: dict[str, float | str] = {}  # every candidate's us per call (or why it could not run)
-            n_sms = torch.cuda.get_device_properties(dev).multi_processor_count
             for cfg in CANDIDATES[bm]:
-                if not fits_k(Kd, cfg) or not split_k_useful(N, cfg, n_sms):
+                if not K.fits_k(Kd, cfg) or not split_k_useful(N, cfg, K._num_sms(dev)):
                     continue
                 opts.linear_configs[(bm, N, Kd)] = cfg
                 ms = _time_candidate(call, max(8, copies * 2), cfg, tried)
