@@ -338,3 +338,30 @@ def test_an_unmeasurable_enqueue_alone_does_not_make_a_step_wait_for_the_gpu(tmp
     records, df = agg.aggregate(tmp_path)
     (row,) = D.launch_model(df, launches=agg.parse_launch_details(records)).to_dict("records")
     assert row["regime"] == "launch-bound" and row["holds"] is True
+
+
+def test_a_profiled_vllm_eager_cell_is_modelled_at_its_bare_launch_costs(tmp_path):
+    """vLLM's eager cell with one decode step read from its profiler trace: the queue at the
+    host's bare launch costs (vLLM reports no host time per step), against its time per token."""
+    import sys
+    from pathlib import Path
+
+    from cudagraph_bench.backends import vllm_parse
+
+    sys.path.insert(0, str(Path(__file__).parent / "data" / "vllm"))
+    from synthetic_trace import make_trace
+
+    seq = vllm_parse.parse_profile_trace(make_trace())["launches"]
+    host = {"host_aten_launch_us": 7.0, "host_triton_launch_us": 11.0}
+    write(tmp_path, Cell("h200", "vllm", "latency", "eager", 1), "ok",
+          {"e2e_latency_s_mean": 1.28, "ms_per_output_token": 20.0, **host}, details={"launches": seq})  # fmt: skip
+    write(tmp_path, Cell("h200", "vllm", "latency", "cudagraph", 1), "ok",
+          {"e2e_latency_s_mean": 0.33, "ms_per_output_token": 5.0})  # fmt: skip
+    records, df = agg.aggregate(tmp_path)
+    model = D.launch_model(df, launches=agg.parse_launch_details(records))
+    (row,) = model.to_dict("records")
+    assert row["basis"] == Q.BASIS_LAUNCH_ONLY and row["kernels_per_step"] == 9
+    assert row["bare_launch_ms"] == pytest.approx((5 * 7.0 + 3 * 11.0 + 7.0) / 1e3)  # memop at the ATen cost
+    assert row["eager_ms"] == 20.0 and row["regime"].startswith("not a queue: it calls cudaStreamSynchronize")
+    table = T.model_table(df, model)
+    assert any("vLLM rows:" in n for n in table.notes) and rows_of(table)[0]["Backend"] == "vllm"

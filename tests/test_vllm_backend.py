@@ -518,6 +518,8 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setattr(vllm, "gpu_visible", lambda: True)
     monkeypatch.setenv("FAKE_VLLM_ARGV", str(tmp_path / "argv.jsonl"))
     monkeypatch.delenv("FAKE_VLLM", raising=False)
+    # the real child (test_host_record_child_...) imports torch: 3 s a cell
+    monkeypatch.setattr(vllm, "host_record_child", lambda: {"cpu_cores_usable": 1, "aten_launch_us": 7.5})
     return {**SETTINGS, "vllm_executable": f"{sys.executable} {FAKE_VLLM}", "server_start_timeout_s": 20.0}
 
 
@@ -535,6 +537,80 @@ def test_measure_latency(fake, model_dir):
     assert d["tokenizer"]["description"] == "test BPE"
     assert "bench latency" in d["commands"][0] and "--batch-size 4" in d["commands"][0]
     assert "[latency] " in log.getvalue()
+
+
+def test_measure_eager_latency_profiles_one_decode_step_and_records_the_host(fake, model_dir, tmp_path, monkeypatch):
+    """The eager cell at a profiled batch size runs `bench latency --profile` once more; its
+    trace (the stand-in's made-up one) becomes details.launches, the model's input."""
+    keep = tmp_path / "kept"
+    monkeypatch.setenv(vllm.KEEP_TRACE_ENV, str(keep))
+    settings = {**fake, "profile_batch_sizes": [1]}
+    wl = {"input_len": 256, "output_len": 64}
+    res = vllm.measure("latency", "eager", 1, model(model_dir), wl, settings, io.StringIO())
+    m, d = res["metrics"], res["details"]
+    assert m["e2e_latency_s_mean"] > 0  # the timed run's numbers, not the profiled run's
+    timed, profiled = (json.loads(line) for line in Path(os.environ["FAKE_VLLM_ARGV"]).read_text().splitlines())
+    assert "--profile" not in timed and profiled[: len(timed)][:3] == timed[:3]
+    config = json.loads(flag_value(profiled, "--profiler-config"))
+    assert config["profiler"] == "torch" and config["delay_iterations"] == vllm.PROFILE_SKIP_STEPS
+    assert flag_value(profiled, "--num-iters-warmup") == "1" and len(d["commands"]) == 2
+    # the made-up trace: 4 decode steps, the last one open-ended; 9 device ops each
+    assert d["profile"]["decode_steps"] == 3 and m["kernels_per_step"] == 9.0
+    assert m["gpu_kernel_ms_per_step"] == pytest.approx(0.082)
+    assert d["launches"]["kind"].count("runtime") == 5 and d["launches"]["host_waits"] == ["cudaStreamSynchronize"]
+    assert [p.name for p in keep.iterdir()] == [d["profile"]["trace_file"]]
+    assert d["host"]["cpu_cores_usable"] == 1 and m["host_aten_launch_us"] == 7.5
+
+
+def test_host_record_child_measures_in_its_own_process_and_never_raises(monkeypatch):
+    rec = vllm.host_record_child()
+    assert rec["cpu_cores_usable"] >= 1 and rec["cpu_model"] and "launch_costs_error" not in rec
+    monkeypatch.setattr(vllm.sys, "executable", "/no/such/python")
+    assert "FileNotFoundError" in vllm.host_record_child()["launch_costs_error"]
+
+
+@pytest.mark.parametrize("mode, bs", [("cudagraph", 1), ("eager", 4)])
+def test_only_eager_cells_at_the_profiled_sizes_run_the_profiler(fake, model_dir, mode, bs):
+    settings = {**fake, "profile_batch_sizes": [1]}
+    res = vllm.measure("latency", mode, bs, model(model_dir), {"input_len": 256, "output_len": 64}, settings, None)
+    assert len(res["details"]["commands"]) == 1 and "launches" not in res["details"]
+    assert "kernels_per_step" not in res["metrics"]
+
+
+def test_a_profiled_run_without_a_trace_keeps_the_cells_latency(fake, model_dir, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM", "profile_no_trace")
+    settings = {**fake, "profile_batch_sizes": [1]}
+    res = vllm.measure("latency", "eager", 1, model(model_dir), {"input_len": 256, "output_len": 64}, settings, None)
+    assert res["metrics"]["e2e_latency_s_mean"] > 0 and "launches" not in res["details"]
+    assert "wrote no *.pt.trace.json*" in res["details"]["profile"]["error"]
+
+
+def test_parse_profile_trace_reads_each_decode_step():
+    sys.path.insert(0, str(DATA))
+    from synthetic_trace import make_trace
+
+    r = vllm_parse.parse_profile_trace(make_trace(decode_steps=5, runtime=3, driver=2, triton=2))
+    assert r["decode_steps"] == 4 and r["ops_per_step"] == [8] * 4  # the prompt's step and the open last one out
+    seq = r["launches"]
+    assert seq["kind"] == ["runtime"] * 3 + ["driver"] * 4 + ["memop"]  # Triton's untraced launches: driver
+    assert seq["issue_us"][:5] == [20.0, 40.0, 60.0, 80.0, 100.0] and seq["issue_us"][5:7] == [None, None]
+    assert seq["gpu_us"] == [10.0] * 7 + [2.0] and r["host_ms_per_step"] == [0.22] * 4
+    assert seq["host_waits"] == ["cudaStreamSynchronize"] and r["annotation"].startswith("execute_context_0(0)")
+
+
+def test_parse_profile_trace_without_a_decode_step_names_the_trace():
+    sys.path.insert(0, str(DATA))
+    from synthetic_trace import make_trace
+
+    with pytest.raises(MeasurementError, match=r"rank0\.trace: no whole decode step .* 2 step annotation"):
+        vllm_parse.parse_profile_trace(make_trace(decode_steps=1), source="rank0.trace")
+    with pytest.raises(MeasurementError, match="no traceEvents"):
+        vllm_parse.parse_profile_trace({"events": []})
+
+
+def test_profiler_window_fits_a_short_output():
+    c = vllm.profiler_config("/t", 8)
+    assert c["delay_iterations"] == 2 and c["delay_iterations"] + c["max_iterations"] < 8
 
 
 def test_measure_startup_each_mode(fake, model_dir):

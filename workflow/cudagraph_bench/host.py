@@ -19,6 +19,20 @@ from pathlib import Path
 # the profiler annotation around one profiled step; it also shows on the device as an event of
 # its own, which is not a kernel (result files written before commit ee48d78 counted it as one)
 STEP_MARK = "cgb_step"
+# runtime calls that block the host until the GPU is done (or may): synchronisations, blocking copies, allocation
+HOST_WAIT_APIS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMalloc", "cudaFree",
+                  "cudaHostAlloc", "cuStreamSynchronize", "cuCtxSynchronize", "cuMemAlloc", "cuMemFree")  # fmt: skip
+# host API calls that put work on a stream; a device op's call is the one with its correlation id
+LAUNCH_APIS = ("cudaLaunch", "cuLaunch", "cudaMemcpy", "cudaMemset", "cuMemcpy", "cuMemset", "cudaGraphLaunch",
+               "cuGraphLaunch")  # fmt: skip
+
+
+def waits_for_gpu(api: str) -> bool:
+    """Whether a traced host API call can block until the GPU is done (HOST_WAIT_APIS, or a
+    synchronous cudaMemcpy)."""
+    return api == "cudaMemcpy" or api.startswith(HOST_WAIT_APIS)
+
+
 CV_LIMIT = 0.02  # an eager cell whose steps vary more than this gets more timed steps ...
 MAX_ROUNDS = 4  # ... up to this many rounds of timed_steps, then is flagged
 
@@ -186,3 +200,20 @@ def step_metrics(times: list[float], stab: dict, host_ms: list[float] | None = N
         "decode_steps_timed": float(len(times)),
         "decode_step_cv_over_limit": float(stab["cv_over_limit"]),
     }
+
+
+def main() -> None:
+    """`python -m cudagraph_bench.host`: host_record() of the first CUDA device (the CPU alone
+    where there is none), as one JSON object on stdout. Cells whose measurement runs in another
+    program (vLLM) take their host record from this child, so that the job's own process holds
+    no CUDA context while vLLM sizes its memory."""
+    import json
+
+    import torch
+
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    print(json.dumps(host_record(device)))
+
+
+if __name__ == "__main__":
+    main()

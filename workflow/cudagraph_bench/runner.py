@@ -99,6 +99,7 @@ def _vllm_settings(spec: dict) -> dict:
         "vllm_executable": v["executable"],
         "startup_num_iters_cold": v["startup_num_iters_cold"],  # defaults: the config schema's
         "startup_num_iters_warm": v["startup_num_iters_warm"],
+        "profile_batch_sizes": list(v["profile_batch_sizes"]),
     }
 
 

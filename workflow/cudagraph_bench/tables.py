@@ -70,6 +70,9 @@ MODE_LABELS = {
 HEADLINE_WORKLOAD = "latency"
 
 
+VLLM = "vllm"
+
+
 def fmt(x: float | str | None) -> str:
     """Format one number by the tables' rounding rule (see the module docstring); strings pass through."""
     if isinstance(x, str):
@@ -369,9 +372,19 @@ def model_table(df: pd.DataFrame, model: pd.DataFrame) -> Table:
         f"eager step; the model holds where it is within ±{MODEL_TOLERANCE * 100:g}%. Launch-bound: the "
         f"predicted GPU idle time exceeds {LAUNCH_BOUND_IDLE * 100:g}% of the step. The measured eager step "
         "shows its median (p10–p90); † marks a cell whose steps varied by more than the CV limit.",
-        "vLLM cells are not modelled: vLLM's engine runs the model in its own process, which records no "
-        "launch sequence here.",
     )
+    if (model["backend"] == VLLM).any():
+        notes += (
+            "vLLM rows: d_i and the kinds are one decode step of vLLM's own torch-profiler trace (the eager "
+            "cell's second, profiled run: `vllm bench latency --profile`). vLLM reports no host time per step "
+            f"outside its profiler, so c_i are the bare launch costs ('{Q.BASIS_LAUNCH_ONLY}': a lower bound), "
+            "and the measured eager time is the benchmark's time per output token (its prefill shared out).",
+        )
+    else:
+        notes += (
+            "No vLLM row: vLLM's eager latency cells are modelled where they ran vLLM's profiler "
+            "(vllm.profile_batch_sizes) and recorded the host's launch costs.",
+        )
     if model.empty:
         notes += ("No eager latency cell with a launch sequence and host launch costs.",)
     notes += _source_notes(rows)
@@ -409,9 +422,6 @@ def kinds_table(df: pd.DataFrame, model: pd.DataFrame) -> Table:
     )
     numeric = (False,) * 5 + (True,) * 4
     return Table("launch_kinds", columns, tuple(rows), numeric, notes, frozenset(lookup.used))
-
-
-VLLM = "vllm"
 
 
 def vllm_modes_table(df: pd.DataFrame) -> Table:

@@ -3,7 +3,8 @@
   fake_vllm.py --version
   fake_vllm.py serve MODEL --host H --port P [...]   prints the recorded log of
       the mode its flags select, then answers GET /health with 200
-  fake_vllm.py bench latency ... --output-json F     prints a log, writes F
+  fake_vllm.py bench latency ... --output-json F     prints a log, writes F; with --profile
+      writes a made-up trace (synthetic_trace.py) where --profiler-config says instead
   fake_vllm.py bench startup ... --output-json F     prints a log per engine start, writes F
   fake_vllm.py bench serve ... --port P --result-dir D --result-filename F
       checks that the server is up, writes D/F
@@ -12,7 +13,8 @@ FAKE_VLLM selects a failure: serve_dies (exit 3 in start-up; also bench startup'
 healthy), bench_fails (benchmark exits 1), bench_fails_at_rate_R (only the one at
 request rate R), bench_garbage (result not JSON), serve_failed_requests (result
 reports failures), reset_fails (the prefix cache cannot be emptied), no_bench_startup
-(an older vLLM without `vllm bench startup`). A benchmark
+(an older vLLM without `vllm bench startup`), profile_no_trace (`bench latency --profile`
+writes no trace). A benchmark
 exits 1 if an earlier one ran on the same server since its prefix cache was last
 emptied (POST /reset_prefix_cache, answered only with VLLM_SERVER_DEV_MODE=1). FAKE_VLLM_ARGV, if set, names
 a file each invocation appends its argv to (as JSON lines).
@@ -126,6 +128,17 @@ elif argv[:2] == ["bench", "latency"]:
     if FAIL == "bench_fails":
         print("AssertionError: fake failure", flush=True)
         sys.exit(1)
+    if "--profile" in argv:  # vLLM profiles one generate call and writes no result file
+        import gzip
+
+        sys.path.insert(0, str(HERE))
+        from synthetic_trace import make_trace
+
+        out = Path(json.loads(opt("--profiler-config"))["torch_profiler_dir"])
+        if FAIL != "profile_no_trace":
+            with gzip.open(out / f"fake_rank0.{time.time_ns()}.pt.trace.json.gz", "wt") as f:
+                json.dump(make_trace(), f)
+        sys.exit(0)
     data = json.loads((HERE / "latency_v0_26.json").read_text())
     Path(opt("--output-json")).write_text(json.dumps(data))
     print(f"Avg latency: {data['avg_latency']} seconds", flush=True)

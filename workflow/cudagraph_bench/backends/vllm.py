@@ -32,13 +32,16 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import gzip
 import hashlib
 import json
 import math
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,6 +49,7 @@ from importlib import metadata, resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from cudagraph_bench import host
 from cudagraph_bench.backends import vllm_parse, vllm_server
 from cudagraph_bench.cells import BACKEND_KINDS, BACKEND_MODES
 from cudagraph_bench.errors import MeasurementError, Unsupported
@@ -60,6 +64,10 @@ GRAPH_MODES = {"cudagraph": "FULL_AND_PIECEWISE", "piecewise": "PIECEWISE", "ful
 # `-cc.cudagraph_mode=NONE` (its own --enforce-eager warning spells it so), but
 # the JSON form parses in every release since cudagraph_mode exists (0.10).
 COMPILE_NOGRAPH_ARGS = ["--compilation-config", '{"cudagraph_mode": "NONE"}']
+
+# Set to a directory, the profiled latency run's trace is copied there (it is otherwise deleted
+# with the cell's work directory once parsed).
+KEEP_TRACE_ENV = "CGB_KEEP_VLLM_TRACE"
 
 # Ceiling for one benchmark command once the engine is up; a hung benchmark is
 # killed and reported rather than holding the GPU until Slurm's limit.
@@ -144,6 +152,37 @@ def latency_command(
     if not has_tokenizer:
         cmd += ["--skip-tokenizer-init", "--disable-detokenize"]
     return cmd + mode_args(mode) + list(settings.get("extra_args") or [])
+
+
+# The profiled run of an eager latency cell (vllm.profile_batch_sizes): vLLM's torch profiler
+# records engine steps PROFILE_SKIP_STEPS .. PROFILE_SKIP_STEPS + PROFILE_STEPS of one generate
+# call (the prompt's step and the first decode steps left out), without Python stacks.
+PROFILE_SKIP_STEPS = 8
+PROFILE_STEPS = 12
+
+
+def profiler_config(trace_dir: str, output_len: int) -> dict:
+    """vLLM's --profiler-config for a profiled latency run writing its trace to trace_dir
+    (absolute): a window of decode steps inside the run's output_len engine steps."""
+    skip = max(1, min(PROFILE_SKIP_STEPS, output_len // 4))
+    return {
+        "profiler": "torch",
+        "torch_profiler_dir": trace_dir,
+        "torch_profiler_with_stack": False,
+        "torch_profiler_dump_cuda_time_total": False,
+        "ignore_frontend": True,
+        "delay_iterations": skip,
+        "max_iterations": max(2, min(PROFILE_STEPS, output_len - skip - 1)),
+    }
+
+
+def profile_command(latency_cmd: list[str], trace_dir: str, output_len: int) -> list[str]:
+    """The profiled run of a latency cell: its `vllm bench latency` command with one warm-up
+    iteration, --profile and the profiler config (the timed iterations are not run: with
+    --profile the benchmark profiles one generate call and stops)."""
+    cmd = list(latency_cmd)
+    cmd[cmd.index("--num-iters-warmup") + 1] = "1"
+    return cmd + ["--profile", "--profiler-config", json.dumps(profiler_config(trace_dir, output_len))]
 
 
 def startup_bench_command(
@@ -518,11 +557,15 @@ def _measure_latency(exe, mode, batch_size, model_path, dummy, workload, setting
         settings, out_json, dummy, has_tokenizer(model_path),
     )  # fmt: skip
     details["commands"] = [shlex.join(cmd)]
+    details["host"] = host_record_child()  # right before the measurement, with the GPU idle
     text = vllm_server.run_logged(
         cmd, log, settings["server_start_timeout_s"] + BENCH_TIMEOUT_S, env=_child_env(), cwd=work, prefix="[latency] "
     )
     data = _read_json(out_json, "vllm bench latency")
     metrics = vllm_parse.parse_latency_json(data, batch_size, workload["output_len"], source="vllm bench latency JSON")
+    metrics.update(host.host_metrics(details["host"]))
+    if mode == "eager" and batch_size in settings.get("profile_batch_sizes", ()):
+        metrics.update(_profile_latency(cmd, workload["output_len"], settings, log, work, details))
     start_metrics, facts = _startup_facts(text, required=False)
     if "startup_log_error" not in facts:
         _check_mode_facts(mode, start_metrics)
@@ -536,6 +579,68 @@ def _measure_latency(exe, mode, batch_size, model_path, dummy, workload, setting
         **{k: workload[k] for k in ("input_len", "output_len")},
     )
     return metrics
+
+
+def host_record_child() -> dict:
+    """host.host_record() of this node's first GPU, measured by a child process (`python -m
+    cudagraph_bench.host`) that exits before vLLM starts: the job's own process never holds a
+    CUDA context beside vLLM's. Never raises: a failure is recorded as launch_costs_error."""
+    pkg_root = str(Path(__file__).resolve().parents[2])  # the directory holding cudagraph_bench
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")])))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "cudagraph_bench.host"], capture_output=True, text=True, timeout=300, env=env
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"exit code {out.returncode}: {out.stderr.strip()[-500:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, RuntimeError, ValueError, IndexError) as e:
+        return {"launch_costs_error": f"python -m cudagraph_bench.host failed: {type(e).__name__}: {e}"}
+
+
+def _profile_latency(cmd, output_len, settings, log, work, details) -> dict:
+    """The profiled run of an eager latency cell (profile_command): details.launches (one decode
+    step's device ops, as the launch model reads them) and details.profile (every profiled step's
+    op count, GPU and host time); returns kernels_per_step and gpu_kernel_ms_per_step (medians
+    over the profiled decode steps). The cell's latency numbers come from the timed run before
+    it and are never lost to this run: a failure is recorded as details.profile.error."""
+    trace_dir = Path(work) / "profile"
+    trace_dir.mkdir()
+    pcmd = profile_command(cmd, str(trace_dir), output_len)
+    details["commands"].append(shlex.join(pcmd))
+    details["profile"] = {"profiler_config": profiler_config(str(trace_dir), output_len)}
+    try:
+        vllm_server.run_logged(
+            pcmd, log, settings["server_start_timeout_s"] + BENCH_TIMEOUT_S, env=_child_env(), cwd=work,
+            prefix="[profile] ",
+        )  # fmt: skip
+        traces = sorted(trace_dir.rglob("*.pt.trace.json*"))
+        if not traces:
+            raise MeasurementError(f"vllm bench latency --profile wrote no *.pt.trace.json* under {trace_dir}")
+        parsed = None
+        for path in traces:  # the worker's trace: the one with decode steps
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt") as f:
+                trace = json.load(f)
+            try:
+                parsed = vllm_parse.parse_profile_trace(trace, source=f"vLLM profiler trace {path.name}")
+                break
+            except MeasurementError:
+                if path == traces[-1]:
+                    raise
+        keep = os.environ.get(KEEP_TRACE_ENV)
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, Path(keep) / path.name)
+    except MeasurementError as e:
+        details["profile"]["error"] = str(e)
+        return {}
+    details["launches"] = parsed.pop("launches")
+    details["profile"].update(parsed, trace_file=path.name)
+    return {
+        "kernels_per_step": float(statistics.median(parsed["ops_per_step"])),
+        "gpu_kernel_ms_per_step": float(statistics.median(parsed["gpu_ms_per_step"])),
+    }
 
 
 def has_bench_startup(exe: list[str]) -> bool:

@@ -8,12 +8,14 @@ keys carry their units. A value that is present but malformed raises
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
 from collections.abc import Callable, Iterable
 
 from cudagraph_bench.errors import MeasurementError
+from cudagraph_bench.host import LAUNCH_APIS, waits_for_gpu
 
 # ---------------------------------------------------------------------------
 # Start-up log
@@ -447,3 +449,117 @@ def read_sharegpt(text: str) -> tuple[list, bool]:
         if not entries:
             raise MeasurementError("ShareGPT file holds no complete entry") from None
         return entries, False
+
+
+# ---------------------------------------------------------------------------
+# `vllm bench latency --profile`: the worker's torch-profiler trace
+# ---------------------------------------------------------------------------
+#
+# vLLM's worker wraps every engine step in a profiler annotation named after what the step
+# ran (gpu_worker.annotate_profile): "execute_context_C(c)_generation_G(g)" (C prompt requests
+# with c tokens, G decoding requests with g tokens), or, with detailed_trace_annotation,
+# "execute_N_context_C(sq..)_generation_G(sq..)". A decode step has C = 0 and G > 0.
+STEP_ANNOTATION = re.compile(r"^execute_(?:\d+_)?context_(\d+)\(.*\)_generation_(\d+)\(")
+DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+CALL_CATS = ("cuda_runtime", "cuda_driver")
+
+
+def _short(name: str) -> str:
+    return name if len(name) < 80 else name[:77] + "..."
+
+
+def parse_profile_trace(trace, source: str = "vLLM profiler trace") -> dict:
+    """The decode steps of a torch-profiler trace (Chrome trace JSON, as vLLM's worker writes
+    it): every device op of each step in issue order, with its device time and the kind of its
+    launch, for the launch-overhead model (queue_model).
+
+    A step is the host time from its annotation's start to the next step's (sampling and
+    bookkeeping included); its device ops are those whose launch call (same correlation id)
+    the host made then. Device ops without a traced call (Triton's launcher is not traced)
+    belong to the step of the op before them on the GPU. Kinds as in the graph pool's
+    launch_sequence: "runtime" (cuda* call), "driver" (cu* call, or none), "memop".
+
+    Returns {"launches": the record of the median decode step (median op count, then median
+    device time; fields as graph_pool.measure.launch_sequence), "decode_steps": how many
+    whole decode steps the trace holds, "ops_per_step", "gpu_ms_per_step", "host_ms_per_step":
+    one value per step, "step": which of them "launches" is (0-based), "annotation": its name}.
+    The last annotated step is left out (nothing marks its end). Raises MeasurementError
+    naming the source when the trace holds no whole decode step."""
+    events = trace.get("traceEvents") if isinstance(trace, dict) else trace
+    if not isinstance(events, list):
+        raise MeasurementError(f"{source}: no traceEvents list")
+    xs = [e for e in events if isinstance(e, dict) and e.get("ph") == "X" and isinstance(e.get("ts"), int | float)]
+    steps = sorted(
+        (e for e in xs if e.get("cat") == "user_annotation" and STEP_ANNOTATION.match(str(e.get("name", "")))),
+        key=lambda e: e["ts"],
+    )
+    starts = [float(e["ts"]) for e in steps]
+
+    def step_of(ts: float) -> int | None:
+        i = bisect.bisect_right(starts, ts) - 1
+        return i if 0 <= i < len(steps) - 1 else None  # the last step has no end
+
+    def corr(e) -> int | None:
+        c = (e.get("args") or {}).get("correlation")
+        return c if isinstance(c, int) and c > 0 else None
+
+    calls = {corr(e): e for e in xs if e.get("cat") in CALL_CATS and str(e.get("name", "")).startswith(LAUNCH_APIS)}
+    calls.pop(None, None)
+    ops: list[list[dict]] = [[] for _ in steps]
+    current = None
+    for e in sorted((e for e in xs if e.get("cat") in DEVICE_CATS), key=lambda e: e["ts"]):
+        call = calls.get(corr(e))
+        if call is not None:
+            current = step_of(float(call["ts"]))
+        if current is not None:
+            ops[current].append({"op": e, "call": call})
+    waits: list[set] = [set() for _ in steps]
+    for e in xs:
+        if e.get("cat") in CALL_CATS and waits_for_gpu(str(e.get("name", ""))):
+            i = step_of(float(e["ts"]))
+            if i is not None:
+                waits[i].add(e["name"])
+    decode = [
+        i
+        for i, s in enumerate(steps[:-1])
+        if int(STEP_ANNOTATION.match(s["name"])[1]) == 0 and int(STEP_ANNOTATION.match(s["name"])[2]) > 0 and ops[i]
+    ]
+    if not decode:
+        raise MeasurementError(
+            f"{source}: no whole decode step (an annotation 'execute_context_0(0)_generation_G(..)' "
+            f"followed by another step, with device ops); {len(steps)} step annotation(s) found"
+        )
+    n_ops = [len(ops[i]) for i in decode]
+    gpu_ms = [sum(float(o["op"].get("dur", 0.0)) for o in ops[i]) / 1e3 for i in decode]
+    host_ms = [(starts[i + 1] - starts[i]) / 1e3 for i in decode]
+    med = sorted(n_ops)[(len(n_ops) - 1) // 2]
+    same = sorted((k for k in range(len(decode)) if n_ops[k] == med), key=lambda k: gpu_ms[k])
+    pick = same[(len(same) - 1) // 2]
+    i = decode[pick]
+    names: list[str] = []
+    index: dict[str, int] = {}
+    seq: dict[str, list] = {"kind": [], "name": [], "issue_us": [], "gpu_us": []}
+    for o in ops[i]:
+        e, call = o["op"], o["call"]
+        if e["cat"] != "kernel":
+            kind = "memop"
+        else:
+            kind = "runtime" if call is not None and str(call["name"]).startswith("cuda") else "driver"
+        name = _short(str(e.get("name", "")))
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+        seq["kind"].append(kind)
+        seq["name"].append(index[name])
+        seq["issue_us"].append(round(float(call["ts"]) - starts[i], 3) if call is not None else None)
+        seq["gpu_us"].append(round(float(e.get("dur", 0.0)), 3))
+    launches = seq | {"names": names, "profiled_call_ms": host_ms[pick], "host_waits": sorted(waits[i])}
+    return {
+        "launches": launches,
+        "decode_steps": len(decode),
+        "ops_per_step": n_ops,
+        "gpu_ms_per_step": [round(x, 4) for x in gpu_ms],
+        "host_ms_per_step": [round(x, 4) for x in host_ms],
+        "step": pick,
+        "annotation": steps[i]["name"],
+    }

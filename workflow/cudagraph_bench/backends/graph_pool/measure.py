@@ -24,7 +24,16 @@ import torch
 
 from cudagraph_bench.cells import BACKEND_KINDS, BACKEND_MODES
 from cudagraph_bench.errors import MeasurementError, Unsupported
-from cudagraph_bench.host import STEP_MARK, host_metrics, host_record, quantile, step_metrics, timed_until_stable
+from cudagraph_bench.host import (
+    LAUNCH_APIS,
+    STEP_MARK,
+    host_metrics,
+    host_record,
+    quantile,
+    step_metrics,
+    timed_until_stable,
+    waits_for_gpu,
+)
 
 from .model import ModelArgs, Transformer, build_model, triton_unsupported_reason
 from .padding import padded_size, padding_waste, validate_capture_sizes
@@ -537,14 +546,6 @@ def floor_metrics(args: ModelArgs, batch: int, context_len: float, step_ms_: flo
             "decode_step_over_floor": step_ms_ / floor}  # fmt: skip
 
 
-# runtime calls that block the host until the GPU is done (or may): synchronisations, blocking copies, allocation
-HOST_WAIT_APIS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMalloc", "cudaFree",
-                  "cudaHostAlloc", "cuStreamSynchronize", "cuCtxSynchronize", "cuMemAlloc", "cuMemFree")  # fmt: skip
-# host API calls that put work on a stream; a device op's call is the one with its correlation id
-LAUNCH_APIS = ("cudaLaunch", "cuLaunch", "cudaMemcpy", "cudaMemset", "cuMemcpy", "cuMemset", "cudaGraphLaunch",
-               "cuGraphLaunch")  # fmt: skip
-
-
 def count_kernels(fn, sequence: bool = False) -> dict:
     """Profile one call of fn (after one warm call): CUDA kernels launched, their summed device time,
     memcpy/memset count, and kernel names with counts.
@@ -605,8 +606,7 @@ def _annotation(e) -> bool:
 def _host_wait(e) -> bool:
     from torch.autograd import DeviceType
 
-    name = e.name()
-    return e.device_type() == DeviceType.CPU and (name == "cudaMemcpy" or name.startswith(HOST_WAIT_APIS))
+    return e.device_type() == DeviceType.CPU and waits_for_gpu(e.name())
 
 
 def _inside(e, mark) -> bool:
