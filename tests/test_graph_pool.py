@@ -273,6 +273,15 @@ _INTERP_SCRIPT = textwrap.dedent(
         tuned = K.KernelOptions(attn_configs={3: (4, 32, 4, 2)})
         o2 = K.decode_attention(qkv, dpos + 2, rows, tri.rope_cos, tri.rope_sin, c.k_cache, c.v_cache, 8, 2, tuned)
         assert rel(o2, o[0]) < 1e-5
+        # a batch of 3 in a pool of sizes 1, 2, 4 takes the configs of 4, the size its graph pads to:
+        # its rows are bit-equal to the padded batch's (four splits; without the size classes: the one-split heuristic)
+        by_size = K.KernelOptions(attn_configs={2: (1, 64, 4, 2), 4: (4, 32, 4, 2)}, size_classes=(1, 2, 4))
+        q4 = torch.cat([qkv, torch.randn(1, args.qkv_dim)])
+        p4, r4 = torch.cat([dpos + 2, n([1])]), torch.cat([rows, n([tri.scratch_row])])
+        a3 = K.decode_attention(qkv, dpos + 2, rows, tri.rope_cos, tri.rope_sin, c.k_cache, c.v_cache, 8, 2, by_size)
+        a4 = K.decode_attention(q4, p4, r4, tri.rope_cos, tri.rope_sin, c.k_cache, c.v_cache, 8, 2, by_size)
+        assert by_size.config_batch(3) == 4 and by_size.config_batch(9) == 9 and K.KernelOptions().config_batch(3) == 3
+        assert torch.equal(a3, a4[:3])
     print("INTERPRETER OK")
     """
 )

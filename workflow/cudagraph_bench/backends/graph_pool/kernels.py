@@ -36,6 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .padding import padded_size
+
 try:  # Hopper grid-dependency control; absent from old Triton builds
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 except ImportError:  # pragma: no cover - depends on the Triton build
@@ -58,6 +60,10 @@ class KernelOptions:
     kernel at M == 1 for this shape); overrides the heuristic.
     attn_configs: batch size -> (num_splits, BLOCK_S, num_warps, num_stages) of decode attention
     (tuning.tune_attention); a batch size without one uses attn_block_s / attn_splits.
+    size_classes: the batch sizes configs are chosen by (the graph pool's capture sizes, set by
+    the pool): a batch of n takes every config of the size its graph runs at
+    (padding.padded_size), so an eager step of n runs the very kernels of the padded graph and
+    its output rows are bit-equal; above the largest, or without classes, n's own.
     """
 
     pdl: bool = False
@@ -68,6 +74,13 @@ class KernelOptions:
     attn_splits: int | None = None
     linear_configs: dict = field(default_factory=dict)
     attn_configs: dict = field(default_factory=dict)
+    size_classes: tuple = ()
+
+    def config_batch(self, n: int) -> int:
+        """The batch size whose configs a batch of n uses (size_classes)."""
+        if not self.size_classes:
+            return n
+        return padded_size(n, self.size_classes) or n
 
     def as_dict(self) -> dict:
         return {
@@ -79,6 +92,7 @@ class KernelOptions:
             "attn_splits": self.attn_splits,
             "linear_configs": {str(k): v for k, v in self.linear_configs.items()},
             "attn_configs": {str(k): v for k, v in self.attn_configs.items()},
+            "size_classes": list(self.size_classes),
         }
 
 
@@ -442,7 +456,7 @@ def linear(
         out = torch.empty((M, N), device=x.device, dtype=out_dtype or x.dtype)
     epilogue = EPI_SILU_MUL if silu_mul else (EPI_RESIDUAL if residual is not None else EPI_NONE)
     r = residual if residual is not None else out  # dummy pointer when unused
-    bm, bn, bk, warps, stages, split = linear_config(M, N, K, opts, _num_sms(x.device))
+    bm, bn, bk, warps, stages, split = linear_config(opts.config_batch(M), N, K, opts, _num_sms(x.device))
     flags = dict(HAS_NORM=rms_norm, EPILOGUE=epilogue, EVEN_K=K % bk == 0, USE_PDL=opts.pdl,
                  PDL_LATE=opts.pdl_late, PREFETCH_LINES=prefetch_lines(w.shape[0], K, w.element_size(), opts))  # fmt: skip
     extra = {"launch_pdl": True} if opts.pdl else {}
@@ -624,12 +638,13 @@ def decode_attention(
     S = k_cache.shape[1]
     group = n_heads // n_kv_heads
     block_s, warps, stages = opts.attn_block_s, 4, 2
-    tuned = opts.attn_configs.get(B)
+    B_cfg = opts.config_batch(B)
+    tuned = opts.attn_configs.get(B_cfg)
     if tuned is not None and num_splits is None:
         num_splits, block_s, warps, stages = tuned
     num_splits = num_splits or opts.attn_splits
     if num_splits is None:
-        num_splits, split_len = attention_splits(S, B, n_kv_heads, block_s, _num_sms(qkv.device))
+        num_splits, split_len = attention_splits(S, B_cfg, n_kv_heads, block_s, _num_sms(qkv.device))
     else:
         split_len = triton.cdiv(triton.cdiv(S, num_splits), block_s) * block_s
     out = torch.empty((B, n_heads * D), device=qkv.device, dtype=qkv.dtype)

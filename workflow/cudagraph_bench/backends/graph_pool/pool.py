@@ -55,6 +55,8 @@ class CUDAGraphPool:
             raise ValueError("call model.setup_caches() before building a CUDAGraphPool")
         self.model = model
         self.sizes = validate_capture_sizes(capture_sizes)
+        if model.kernel_opts is not None:  # eager steps of n take the configs of the graph n pads to
+            model.kernel_opts.size_classes = tuple(self.sizes)
         self.graphs: dict[int, CapturedGraph] = {}
         self.mempool = None
         self.logits_buf: torch.Tensor | None = None
