@@ -598,6 +598,21 @@ def test_parse_profile_trace_reads_each_decode_step():
     assert seq["host_waits"] == ["cudaStreamSynchronize"] and r["annotation"].startswith("execute_context_0(0)")
 
 
+def test_parse_profile_trace_of_a_recorded_vllm_trace():
+    """vLLM 0.26's own trace of an eager bs-1 decode on the H200 (an excerpt: 3 decode steps)."""
+    import gzip
+
+    with gzip.open(DATA / "trace_v0_26_eager_bs1_excerpt.json.gz", "rt") as f:
+        r = vllm_parse.parse_profile_trace(json.load(f))
+    assert r["decode_steps"] == 3 and r["ops_per_step"] == [441] * 3
+    seq = r["launches"]
+    kinds = {k: seq["kind"].count(k) for k in ("runtime", "driver", "memop")}
+    assert kinds == {"runtime": 300, "driver": 136, "memop": 5} and seq["host_waits"] == ["cudaEventSynchronize"]
+    names = [seq["names"][i] for i in seq["name"]]
+    assert sum("flash" in n.lower() and "FlashAttn" in n for n in names) == 32  # one attention kernel per layer
+    assert all(4.8 < ms < 5.0 for ms in r["gpu_ms_per_step"]) and all(15 < ms < 30 for ms in r["host_ms_per_step"])
+
+
 def test_parse_profile_trace_without_a_decode_step_names_the_trace():
     sys.path.insert(0, str(DATA))
     from synthetic_trace import make_trace
