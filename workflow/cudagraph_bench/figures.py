@@ -668,7 +668,7 @@ def fig7_launch_cost(
         ax.plot([row["us_per_kernel"]], [row["speedup"]], color=color, marker=marker, ms=7, ls="none",
                 mfc="none" if hollow else color)  # fmt: skip
         label = f"{gpu} / {backend} ({int(row['kernels_per_step'])} kernels / step): model; marker = measured"
-        label += " at the bare launch cost (enqueue time not measurable)" if hollow else ""
+        label += " at its bare launch cost per kernel (no host time per step recorded)" if hollow else ""
         handles.append(
             Line2D([], [], color=color, ls=style, marker=marker, mfc="none" if hollow else color, label=label)
         )
