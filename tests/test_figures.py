@@ -194,9 +194,33 @@ def test_model_prediction_drawn_beside_measurement(drawn):
     _, figs = drawn
     ax = figs["fig2_speedup"][0].axes[0]
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
-    assert len(dashed) == 2  # one per GPU of the graph pool (vLLM records no launch sequence)
+    assert len(dashed) == 2  # one per GPU of the graph pool (this study's vLLM cells record no launch sequence)
     xs = sorted(float(x) for x in dashed[0].get_xdata())
     assert xs == [1.0, 4.0, 16.0, 64.0]
+
+
+def test_a_step_that_waits_for_the_gpu_shows_its_launches_alone_as_a_lower_bound(tmp_path):
+    """vLLM's eager step (a profiled decode step that ends in a host wait): figure 2 marks the
+    speedup its launches alone would give (x), not a queue-model line."""
+    from cudagraph_bench import derived as D
+    from cudagraph_bench.backends import vllm_parse
+
+    sys.path.insert(0, str(Path(__file__).parent / "data" / "vllm"))
+    from synthetic_trace import make_trace
+
+    seq = vllm_parse.parse_profile_trace(make_trace())["launches"]
+    host = {"host_aten_launch_us": 7.0, "host_triton_launch_us": 11.0}
+    write(tmp_path, Cell("h200", "vllm", "latency", "eager", 1), "ok",
+          {"e2e_latency_s_mean": 1.28, "ms_per_output_token": 20.0, **host}, details={"launches": seq})  # fmt: skip
+    write(tmp_path, Cell("h200", "vllm", "latency", "cudagraph", 1), "ok",
+          {"e2e_latency_s_mean": 0.33, "ms_per_output_token": 0.05})  # fmt: skip
+    records, df = agg.aggregate(tmp_path)
+    model = D.launch_model(df, launches=agg.parse_launch_details(records))
+    ax = F.fig2_speedup(df, agg.Lookup(df), model).axes[0]
+    (cross,) = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert list(cross.get_xdata()) == [1] and float(cross.get_ydata()[0]) == pytest.approx(model["speedup_pred"][0])
+    assert not [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert any("lower bound" in t.get_text() for t in ax.get_legend().get_texts())
 
 
 def test_write_figures_outputs_and_sidecars(study, tmp_path):

@@ -274,14 +274,20 @@ def fig2_speedup(df: pd.DataFrame, lookup: Lookup, model: pd.DataFrame) -> Figur
         label += f"\n  gaps: {gap_summary(gaps)}" if gaps else ""
         handles.append(Line2D([], [], color=color, marker=marker, ms=4, lw=1.2, label=label))
         pred = model[(model["gpu"] == gpu) & (model["backend"] == backend) & model["speedup_pred"].notna()]
-        pred = pred[~pred["regime"].str.startswith("not a queue")]  # a step that waits for the GPU is not modelled
-        if not pred.empty:
-            ax.plot(
-                pred["batch_size"], pred["speedup_pred"], color=color, marker=marker, ms=5, lw=0.9, ls="--", mfc="none"
-            )
+        # a step that waits for the GPU is not a queue: its launches alone give a lower bound only
+        bound = pred["regime"].str.startswith("not a queue")
+        if bound.any():
+            ax.plot(pred.loc[bound, "batch_size"], pred.loc[bound, "speedup_pred"], color=color, marker="x", ms=7,
+                    ls="none")  # fmt: skip
+        if not pred[~bound].empty:
+            ax.plot(pred.loc[~bound, "batch_size"], pred.loc[~bound, "speedup_pred"], color=color, marker=marker, ms=5,
+                    lw=0.9, ls="--", mfc="none")  # fmt: skip
     ax.axhline(1.0, color=GAP_COLOR, lw=0.8, ls=":")
     if not model.empty:
         handles.append(Line2D([], [], color=GAP_COLOR, marker="o", mfc="none", ls="--", label="queue model"))
+    if model["regime"].str.startswith("not a queue").any():
+        handles.append(Line2D([], [], color=GAP_COLOR, marker="x", ms=7, ls="none",
+                              label="its launches alone (the step waits for the GPU: a lower bound)"))  # fmt: skip
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     sizes = sorted(int(b) for b in pairs["batch_size"].unique())
