@@ -269,3 +269,21 @@ def synthetic_study(root: Path) -> list[Path]:
             m = {"serving_output_tok_per_s": tput * (1.1 if mode == "cudagraph" else 1.0), "ttft_ms_mean": 50.0}
             paths.append(write(root, Cell("gpu_a", "vllm", wl, mode), "ok", m))
     return sorted(paths)
+
+
+def vllm_profiled_latency(root: Path, graph_ms_per_token: float) -> None:
+    """vLLM's eager bs-1 latency cell with a profiled decode step (the made-up trace of
+    tests/data/vllm/synthetic_trace.py, which ends in a host wait) and the host's launch costs,
+    20 ms per output token; and its cudagraph cell at graph_ms_per_token."""
+    import sys
+
+    from cudagraph_bench.backends import vllm_parse
+
+    sys.path.insert(0, str(Path(__file__).parent / "data" / "vllm"))
+    from synthetic_trace import make_trace
+
+    seq = vllm_parse.parse_profile_trace(make_trace())["launches"]
+    write(root, Cell("h200", "vllm", "latency", "eager", 1), "ok",
+          {"e2e_latency_s_mean": 1.28, "ms_per_output_token": 20.0, **HOST_LAUNCH_METRICS}, details={"launches": seq})  # fmt: skip
+    write(root, Cell("h200", "vllm", "latency", "cudagraph", 1), "ok",
+          {"e2e_latency_s_mean": graph_ms_per_token * 64 / 1e3, "ms_per_output_token": graph_ms_per_token})  # fmt: skip

@@ -19,7 +19,7 @@ from cudagraph_bench import tables as T
 from cudagraph_bench.__main__ import main
 from cudagraph_bench.cells import Cell
 from cudagraph_bench.outputs import figure_outputs
-from helpers_results import synthetic_study, write
+from helpers_results import synthetic_study, vllm_profiled_latency, write
 from matplotlib.patches import Rectangle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,17 +203,8 @@ def test_a_step_that_waits_for_the_gpu_shows_its_launches_alone_as_a_lower_bound
     """vLLM's eager step (a profiled decode step that ends in a host wait): figure 2 marks the
     speedup its launches alone would give (x), not a queue-model line."""
     from cudagraph_bench import derived as D
-    from cudagraph_bench.backends import vllm_parse
 
-    sys.path.insert(0, str(Path(__file__).parent / "data" / "vllm"))
-    from synthetic_trace import make_trace
-
-    seq = vllm_parse.parse_profile_trace(make_trace())["launches"]
-    host = {"host_aten_launch_us": 7.0, "host_triton_launch_us": 11.0}
-    write(tmp_path, Cell("h200", "vllm", "latency", "eager", 1), "ok",
-          {"e2e_latency_s_mean": 1.28, "ms_per_output_token": 20.0, **host}, details={"launches": seq})  # fmt: skip
-    write(tmp_path, Cell("h200", "vllm", "latency", "cudagraph", 1), "ok",
-          {"e2e_latency_s_mean": 0.33, "ms_per_output_token": 0.05})  # fmt: skip
+    vllm_profiled_latency(tmp_path, graph_ms_per_token=0.05)
     records, df = agg.aggregate(tmp_path)
     model = D.launch_model(df, launches=agg.parse_launch_details(records))
     ax = F.fig2_speedup(df, agg.Lookup(df), model).axes[0]

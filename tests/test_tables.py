@@ -14,7 +14,7 @@ from cudagraph_bench import queue_model as Q
 from cudagraph_bench import tables as T
 from cudagraph_bench.cells import Cell
 from cudagraph_bench.outputs import table_outputs
-from helpers_results import graph_pool_latency, launches_detail, synthetic_study, write
+from helpers_results import graph_pool_latency, launches_detail, synthetic_study, vllm_profiled_latency, write
 
 
 @pytest.fixture(scope="module")
@@ -343,20 +343,7 @@ def test_an_unmeasurable_enqueue_alone_does_not_make_a_step_wait_for_the_gpu(tmp
 def test_a_profiled_vllm_eager_cell_is_modelled_at_its_bare_launch_costs(tmp_path):
     """vLLM's eager cell with one decode step read from its profiler trace: the queue at the
     host's bare launch costs (vLLM reports no host time per step), against its time per token."""
-    import sys
-    from pathlib import Path
-
-    from cudagraph_bench.backends import vllm_parse
-
-    sys.path.insert(0, str(Path(__file__).parent / "data" / "vllm"))
-    from synthetic_trace import make_trace
-
-    seq = vllm_parse.parse_profile_trace(make_trace())["launches"]
-    host = {"host_aten_launch_us": 7.0, "host_triton_launch_us": 11.0}
-    write(tmp_path, Cell("h200", "vllm", "latency", "eager", 1), "ok",
-          {"e2e_latency_s_mean": 1.28, "ms_per_output_token": 20.0, **host}, details={"launches": seq})  # fmt: skip
-    write(tmp_path, Cell("h200", "vllm", "latency", "cudagraph", 1), "ok",
-          {"e2e_latency_s_mean": 0.33, "ms_per_output_token": 5.0})  # fmt: skip
+    vllm_profiled_latency(tmp_path, graph_ms_per_token=5.0)
     records, df = agg.aggregate(tmp_path)
     model = D.launch_model(df, launches=agg.parse_launch_details(records))
     (row,) = model.to_dict("records")
