@@ -26,7 +26,8 @@ import torch
 
 from .model import Transformer
 
-CACHE_FORMAT = 4  # 2: configs may carry SPLIT_K; 3: the M == 1 kernel is chosen in the whole step; 4: attention
+CACHE_FORMAT = 5  # 2: configs may carry SPLIT_K; 3: the M == 1 kernel is chosen in the whole step; 4: attention;
+# 5: eight-way split-K candidates
 
 # bucket (BLOCK_M used) -> candidate (BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K]); bucket 1 is
 # the GEMV. Split-K candidates let a matmul with few output tiles (qkv, o, down) fill every SM with
@@ -36,10 +37,10 @@ CANDIDATES = {
         (8, 512, 4, 1, 2), (16, 512, 4, 1, 2), (16, 512, 4, 1, 4), (32, 256, 8, 1, 4)],
     16: [(16, 256, 4, 4), (16, 128, 4, 6), (32, 256, 4, 4), (32, 128, 4, 5), (64, 128, 4, 4), (128, 64, 4, 4),
          (64, 128, 4, 4, 2), (64, 128, 4, 4, 4), (128, 128, 8, 3, 2), (128, 128, 8, 3, 4), (32, 256, 4, 4, 2),
-         (32, 256, 4, 4, 4), (16, 256, 4, 4, 4)],
+         (32, 256, 4, 4, 4), (16, 256, 4, 4, 4), (64, 128, 4, 4, 8), (32, 256, 4, 4, 8), (32, 128, 4, 5, 8)],
     64: [(16, 128, 4, 4), (32, 128, 4, 4), (32, 64, 4, 6), (64, 64, 4, 5), (128, 64, 8, 4),
          (64, 128, 4, 3, 2), (64, 64, 4, 5, 2), (64, 64, 4, 5, 4), (128, 64, 8, 4, 2), (128, 64, 8, 4, 4),
-         (32, 128, 4, 4, 2), (128, 64, 8, 3, 2)],
+         (32, 128, 4, 4, 2), (128, 64, 8, 3, 2), (64, 128, 4, 3, 4), (64, 64, 4, 5, 8)],
 }  # fmt: skip
 
 
