@@ -275,15 +275,23 @@ def vllm_profiled_latency(root: Path, graph_ms_per_token: float) -> None:
     """vLLM's eager bs-1 latency cell with a profiled decode step (the made-up trace of
     tests/data/vllm/synthetic_trace.py, which ends in a host wait) and the host's launch costs,
     20 ms per output token; and its cudagraph cell at graph_ms_per_token."""
-    import sys
-
     from cudagraph_bench.backends import vllm_parse
 
-    sys.path.insert(0, str(Path(__file__).parent / "data" / "vllm"))
-    from synthetic_trace import make_trace
-
-    seq = vllm_parse.parse_profile_trace(make_trace())["launches"]
+    seq = vllm_parse.parse_profile_trace(synthetic_trace())["launches"]
     write(root, Cell("h200", "vllm", "latency", "eager", 1), "ok",
           {"e2e_latency_s_mean": 1.28, "ms_per_output_token": 20.0, **HOST_LAUNCH_METRICS}, details={"launches": seq})  # fmt: skip
     write(root, Cell("h200", "vllm", "latency", "cudagraph", 1), "ok",
           {"e2e_latency_s_mean": graph_ms_per_token * 64 / 1e3, "ms_per_output_token": graph_ms_per_token})  # fmt: skip
+
+
+def synthetic_trace(**kw) -> dict:
+    """tests/data/vllm/synthetic_trace.py's make_trace(**kw) (loaded from its file: the fake `vllm`
+    command reads it from there too)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_trace", Path(__file__).parent / "data" / "vllm" / "synthetic_trace.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_trace(**kw)

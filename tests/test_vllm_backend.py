@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from cudagraph_bench.backends import vllm, vllm_parse, vllm_server
 from cudagraph_bench.errors import MeasurementError, Unsupported
+from helpers_results import synthetic_trace
 
 DATA = Path(__file__).parent / "data" / "vllm"
 STANDIN = DATA / "standin_server.py"
@@ -586,10 +587,7 @@ def test_a_profiled_run_without_a_trace_keeps_the_cells_latency(fake, model_dir,
 
 
 def test_parse_profile_trace_reads_each_decode_step():
-    sys.path.insert(0, str(DATA))
-    from synthetic_trace import make_trace
-
-    r = vllm_parse.parse_profile_trace(make_trace(decode_steps=5, runtime=3, driver=2, triton=2))
+    r = vllm_parse.parse_profile_trace(synthetic_trace(decode_steps=5, runtime=3, driver=2, triton=2))
     assert r["decode_steps"] == 4 and r["ops_per_step"] == [8] * 4  # the prompt's step and the open last one out
     seq = r["launches"]
     assert seq["kind"] == ["runtime"] * 3 + ["driver"] * 4 + ["memop"]  # Triton's untraced launches: driver
@@ -614,11 +612,8 @@ def test_parse_profile_trace_of_a_recorded_vllm_trace():
 
 
 def test_parse_profile_trace_without_a_decode_step_names_the_trace():
-    sys.path.insert(0, str(DATA))
-    from synthetic_trace import make_trace
-
     with pytest.raises(MeasurementError, match=r"rank0\.trace: no whole decode step .* 2 step annotation"):
-        vllm_parse.parse_profile_trace(make_trace(decode_steps=1), source="rank0.trace")
+        vllm_parse.parse_profile_trace(synthetic_trace(decode_steps=1), source="rank0.trace")
     with pytest.raises(MeasurementError, match="no traceEvents"):
         vllm_parse.parse_profile_trace({"events": []})
 

@@ -130,14 +130,16 @@ elif argv[:2] == ["bench", "latency"]:
         sys.exit(1)
     if "--profile" in argv:  # vLLM profiles one generate call and writes no result file
         import gzip
+        import importlib.util
 
-        sys.path.insert(0, str(HERE))
-        from synthetic_trace import make_trace
+        spec = importlib.util.spec_from_file_location("synthetic_trace", HERE / "synthetic_trace.py")
+        trace_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(trace_module)
 
         out = Path(json.loads(opt("--profiler-config"))["torch_profiler_dir"])
         if FAIL != "profile_no_trace":
             with gzip.open(out / f"fake_rank0.{time.time_ns()}.pt.trace.json.gz", "wt") as f:
-                json.dump(make_trace(), f)
+                json.dump(trace_module.make_trace(), f)
         sys.exit(0)
     data = json.loads((HERE / "latency_v0_26.json").read_text())
     Path(opt("--output-json")).write_text(json.dumps(data))
