@@ -578,12 +578,15 @@ def test_only_eager_cells_at_the_profiled_sizes_run_the_profiler(fake, model_dir
     assert "kernels_per_step" not in res["metrics"]
 
 
-def test_a_profiled_run_without_a_trace_keeps_the_cells_latency(fake, model_dir, monkeypatch):
-    monkeypatch.setenv("FAKE_VLLM", "profile_no_trace")
+@pytest.mark.parametrize(
+    "failure, match", [("profile_no_trace", "wrote no *.pt.trace.json*"), ("profile_garbage", "JSONDecodeError")]
+)
+def test_a_failed_profiled_run_keeps_the_cells_latency(fake, model_dir, monkeypatch, failure, match):
+    monkeypatch.setenv("FAKE_VLLM", failure)
     settings = {**fake, "profile_batch_sizes": [1]}
     res = vllm.measure("latency", "eager", 1, model(model_dir), {"input_len": 256, "output_len": 64}, settings, None)
     assert res["metrics"]["e2e_latency_s_mean"] > 0 and "launches" not in res["details"]
-    assert "wrote no *.pt.trace.json*" in res["details"]["profile"]["error"]
+    assert match in res["details"]["profile"]["error"]
 
 
 def test_parse_profile_trace_reads_each_decode_step():

@@ -14,7 +14,7 @@ healthy), bench_fails (benchmark exits 1), bench_fails_at_rate_R (only the one a
 request rate R), bench_garbage (result not JSON), serve_failed_requests (result
 reports failures), reset_fails (the prefix cache cannot be emptied), no_bench_startup
 (an older vLLM without `vllm bench startup`), profile_no_trace (`bench latency --profile`
-writes no trace). A benchmark
+writes no trace), profile_garbage (it writes a cut-off one). A benchmark
 exits 1 if an earlier one ran on the same server since its prefix cache was last
 emptied (POST /reset_prefix_cache, answered only with VLLM_SERVER_DEV_MODE=1). FAKE_VLLM_ARGV, if set, names
 a file each invocation appends its argv to (as JSON lines).
@@ -137,7 +137,9 @@ elif argv[:2] == ["bench", "latency"]:
         spec.loader.exec_module(trace_module)
 
         out = Path(json.loads(opt("--profiler-config"))["torch_profiler_dir"])
-        if FAIL != "profile_no_trace":
+        if FAIL == "profile_garbage":
+            (out / "fake_rank0.1.pt.trace.json").write_text('{"traceEvents": [')
+        elif FAIL != "profile_no_trace":
             with gzip.open(out / f"fake_rank0.{time.time_ns()}.pt.trace.json.gz", "wt") as f:
                 json.dump(trace_module.make_trace(), f)
         sys.exit(0)

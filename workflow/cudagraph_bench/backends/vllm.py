@@ -632,8 +632,8 @@ def _profile_latency(cmd, output_len, settings, log, work, details) -> dict:
         if keep:
             Path(keep).mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, Path(keep) / path.name)
-    except MeasurementError as e:
-        details["profile"]["error"] = str(e)
+    except (MeasurementError, OSError, ValueError) as e:  # ValueError: a trace that is not JSON
+        details["profile"]["error"] = str(e) if isinstance(e, MeasurementError) else f"{type(e).__name__}: {e}"
         return {}
     details["launches"] = parsed.pop("launches")
     details["profile"].update(parsed, trace_file=path.name)
