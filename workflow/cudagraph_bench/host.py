@@ -33,6 +33,37 @@ def waits_for_gpu(api: str) -> bool:
     return api == "cudaMemcpy" or api.startswith(HOST_WAIT_APIS)
 
 
+def short_name(name: str) -> str:
+    """A kernel name as results record it: at most 80 characters."""
+    return name if len(name) < 80 else name[:77] + "..."
+
+
+def launch_record(ops, profiled_ms: float | None, host_waits) -> dict:
+    """The `launches` record of one profiled step, as the queue model reads it
+    (aggregate.parse_launch_details), from its device ops in issue order, each given as
+    (name, is_memop, launch_api, issue_us, gpu_us): launch_api is the traced host call that
+    put it on the stream (None where the profiler traces none: Triton's launcher), issue_us
+    that call's start from the step's (or None). Kinds: "memop"; "runtime" for a cuda* call
+    (ATen); "driver" for a cu* call (cuBLAS, cuDNN) or none. Names are indices into "names"."""
+    names: list[str] = []
+    index: dict[str, int] = {}
+    seq: dict[str, list] = {"kind": [], "name": [], "issue_us": [], "gpu_us": []}
+    for name, is_memop, api, issue_us, gpu_us in ops:
+        if is_memop:
+            kind = "memop"
+        else:
+            kind = "runtime" if api is not None and api.startswith("cuda") else "driver"
+        name = short_name(name)
+        if name not in index:
+            index[name] = len(names)
+            names.append(name)
+        seq["kind"].append(kind)
+        seq["name"].append(index[name])
+        seq["issue_us"].append(None if issue_us is None else round(issue_us, 3))
+        seq["gpu_us"].append(round(gpu_us, 3))
+    return seq | {"names": names, "profiled_call_ms": profiled_ms, "host_waits": sorted(host_waits)}
+
+
 CV_LIMIT = 0.02  # an eager cell whose steps vary more than this gets more timed steps ...
 MAX_ROUNDS = 4  # ... up to this many rounds of timed_steps, then is flagged
 

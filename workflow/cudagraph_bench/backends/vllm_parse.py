@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from cudagraph_bench.errors import MeasurementError
-from cudagraph_bench.host import LAUNCH_APIS, waits_for_gpu
+from cudagraph_bench.host import LAUNCH_APIS, launch_record, waits_for_gpu
 
 # ---------------------------------------------------------------------------
 # Start-up log
@@ -464,10 +464,6 @@ DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 CALL_CATS = ("cuda_runtime", "cuda_driver")
 
 
-def _short(name: str) -> str:
-    return name if len(name) < 80 else name[:77] + "..."
-
-
 def parse_profile_trace(trace, source: str = "vLLM profiler trace") -> dict:
     """The decode steps of a torch-profiler trace (Chrome trace JSON, as vLLM's worker writes
     it): every device op of each step in issue order, with its device time and the kind of its
@@ -476,11 +472,11 @@ def parse_profile_trace(trace, source: str = "vLLM profiler trace") -> dict:
     A step is the host time from its annotation's start to the next step's (sampling and
     bookkeeping included); its device ops are those whose launch call (same correlation id)
     the host made then. Device ops without a traced call (Triton's launcher is not traced)
-    belong to the step of the op before them on the GPU. Kinds as in the graph pool's
-    launch_sequence: "runtime" (cuda* call), "driver" (cu* call, or none), "memop".
+    belong to the step of the op before them on the GPU. Kinds as host.launch_record gives
+    them: "runtime" (cuda* call), "driver" (cu* call, or none), "memop".
 
     Returns {"launches": the record of the median decode step (median op count, then median
-    device time; fields as graph_pool.measure.launch_sequence), "decode_steps": how many
+    device time; host.launch_record), "decode_steps": how many
     whole decode steps the trace holds, "ops_per_step", "gpu_ms_per_step", "host_ms_per_step":
     one value per step, "step": which of them "launches" is (0-based), "annotation": its name}.
     The last annotated step is left out (nothing marks its end). Raises MeasurementError
@@ -505,57 +501,38 @@ def parse_profile_trace(trace, source: str = "vLLM profiler trace") -> dict:
 
     calls = {corr(e): e for e in xs if e.get("cat") in CALL_CATS and str(e.get("name", "")).startswith(LAUNCH_APIS)}
     calls.pop(None, None)
-    ops: list[list[dict]] = [[] for _ in steps]
+    # per step, its device ops as launch_record takes them: (name, is_memop, launch_api, issue_us, gpu_us)
+    ops: list[list[tuple]] = [[] for _ in steps]
     current = None
     for e in sorted((e for e in xs if e.get("cat") in DEVICE_CATS), key=lambda e: e["ts"]):
         call = calls.get(corr(e))
         if call is not None:
             current = step_of(float(call["ts"]))
         if current is not None:
-            ops[current].append({"op": e, "call": call})
+            api, issue = (None, None) if call is None else (str(call["name"]), float(call["ts"]) - starts[current])
+            ops[current].append((str(e.get("name", "")), e["cat"] != "kernel", api, issue, float(e.get("dur", 0.0))))
     waits: list[set] = [set() for _ in steps]
     for e in xs:
         if e.get("cat") in CALL_CATS and waits_for_gpu(str(e.get("name", ""))):
             i = step_of(float(e["ts"]))
             if i is not None:
                 waits[i].add(e["name"])
-    decode = [
-        i
-        for i, s in enumerate(steps[:-1])
-        if int(STEP_ANNOTATION.match(s["name"])[1]) == 0 and int(STEP_ANNOTATION.match(s["name"])[2]) > 0 and ops[i]
-    ]
+    counts = [STEP_ANNOTATION.match(s["name"]).groups() for s in steps[:-1]]  # (prompt, decoding) requests
+    decode = [i for i, (ctx, gen) in enumerate(counts) if int(ctx) == 0 and int(gen) > 0 and ops[i]]
     if not decode:
         raise MeasurementError(
             f"{source}: no whole decode step (an annotation 'execute_context_0(0)_generation_G(..)' "
             f"followed by another step, with device ops); {len(steps)} step annotation(s) found"
         )
     n_ops = [len(ops[i]) for i in decode]
-    gpu_ms = [sum(float(o["op"].get("dur", 0.0)) for o in ops[i]) / 1e3 for i in decode]
+    gpu_ms = [sum(op[4] for op in ops[i]) / 1e3 for i in decode]
     host_ms = [(starts[i + 1] - starts[i]) / 1e3 for i in decode]
     med = sorted(n_ops)[(len(n_ops) - 1) // 2]
     same = sorted((k for k in range(len(decode)) if n_ops[k] == med), key=lambda k: gpu_ms[k])
     pick = same[(len(same) - 1) // 2]
     i = decode[pick]
-    names: list[str] = []
-    index: dict[str, int] = {}
-    seq: dict[str, list] = {"kind": [], "name": [], "issue_us": [], "gpu_us": []}
-    for o in ops[i]:
-        e, call = o["op"], o["call"]
-        if e["cat"] != "kernel":
-            kind = "memop"
-        else:
-            kind = "runtime" if call is not None and str(call["name"]).startswith("cuda") else "driver"
-        name = _short(str(e.get("name", "")))
-        if name not in index:
-            index[name] = len(names)
-            names.append(name)
-        seq["kind"].append(kind)
-        seq["name"].append(index[name])
-        seq["issue_us"].append(round(float(call["ts"]) - starts[i], 3) if call is not None else None)
-        seq["gpu_us"].append(round(float(e.get("dur", 0.0)), 3))
-    launches = seq | {"names": names, "profiled_call_ms": host_ms[pick], "host_waits": sorted(waits[i])}
     return {
-        "launches": launches,
+        "launches": launch_record(ops[i], host_ms[pick], waits[i]),
         "decode_steps": len(decode),
         "ops_per_step": n_ops,
         "gpu_ms_per_step": [round(x, 4) for x in gpu_ms],

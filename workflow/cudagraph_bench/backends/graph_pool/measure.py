@@ -29,7 +29,9 @@ from cudagraph_bench.host import (
     STEP_MARK,
     host_metrics,
     host_record,
+    launch_record,
     quantile,
+    short_name,
     step_metrics,
     timed_until_stable,
     waits_for_gpu,
@@ -583,8 +585,8 @@ def kernel_summary(device_events) -> dict:
         if name.startswith(("Memcpy", "Memset")):
             memops += 1
             continue
-        names[_short(name)] += 1
-        us_by_name[_short(name)] += us
+        names[short_name(name)] += 1
+        us_by_name[short_name(name)] += us
     return {
         "kernels": sum(names.values()),
         "memops": memops,
@@ -592,10 +594,6 @@ def kernel_summary(device_events) -> dict:
         "by_name": dict(names.most_common()),
         "ms_by_name": {k: v / 1e3 for k, v in us_by_name.most_common()},
     }
-
-
-def _short(name: str) -> str:
-    return name if len(name) < 80 else name[:77] + "..."
 
 
 def _annotation(e) -> bool:
@@ -633,36 +631,16 @@ def launch_sequence(events) -> dict:
         for e in events
         if e.device_type() == DeviceType.CPU and e.name().startswith(LAUNCH_APIS) and e.linked_correlation_id() > 0
     }
-    names: list[str] = []
-    index: dict[str, int] = {}
-    seq: dict[str, list] = {"kind": [], "name": [], "issue_us": [], "gpu_us": []}
+    ops = []
     for e in sorted(device_ops, key=lambda e: e.start_ns()):
         call = calls.get(e.linked_correlation_id())
-        if e.name().startswith(("Memcpy", "Memset")):
-            kind = "memop"
-        else:
-            kind = "runtime" if call is not None and call.name().startswith("cuda") else "driver"
-        name = _short(e.name())
-        if name not in index:
-            index[name] = len(names)
-            names.append(name)
-        seq["kind"].append(kind)
-        seq["name"].append(index[name])
-        seq["issue_us"].append(
-            round((call.start_ns() - mark.start_ns()) / 1e3, 3) if call is not None and mark is not None else None
-        )
-        seq["gpu_us"].append(round(e.duration_ns() / 1e3, 3))
+        issue_us = (call.start_ns() - mark.start_ns()) / 1e3 if call is not None and mark is not None else None
+        ops.append((e.name(), e.name().startswith(("Memcpy", "Memset")), call.name() if call is not None else None,
+                    issue_us, e.duration_ns() / 1e3))  # fmt: skip
     # host calls inside the step that can wait for the GPU: an eager step that makes one is not
     # launch-bound however slow its host side, and its CPU enqueue time cannot be measured
-    waits = sorted({e.name() for e in events if _host_wait(e) and _inside(e, mark)})
-    return {
-        "launches": seq
-        | {
-            "names": names,
-            "profiled_call_ms": mark.duration_ns() / 1e6 if mark is not None else None,
-            "host_waits": waits,
-        }
-    }
+    waits = {e.name() for e in events if _host_wait(e) and _inside(e, mark)}
+    return {"launches": launch_record(ops, mark.duration_ns() / 1e6 if mark is not None else None, waits)}
 
 
 _SLEEP_CYCLES_PER_MS: dict[int, float] = {}
