@@ -23,6 +23,8 @@ HEADLINE_GPU = "h200"  # the published study's GPU: listed first
 MODEL_TOLERANCE = 0.10
 # a step whose GPU idles for more than this share of it waiting for the host is launch-bound
 LAUNCH_BOUND_IDLE = 0.10
+# the regime of a step that waits for the GPU (a host call that blocks): the queue model does not apply
+NOT_A_QUEUE = "not a queue"
 
 
 # --------------------------------------------------------------------------- selections
@@ -195,7 +197,7 @@ def launch_model(
                 error=error,
                 # a step that waits for the GPU is not a queue: its host time includes the wait
                 holds=None if math.isnan(error) or waits else abs(error) <= MODEL_TOLERANCE,
-                regime=f"not a queue: {waits}"
+                regime=f"{NOT_A_QUEUE}: {waits}"
                 if waits
                 else ("launch-bound" if q["idle_ms"] > LAUNCH_BOUND_IDLE * pred else "GPU-bound"),
                 by_kind=q["by_kind"],

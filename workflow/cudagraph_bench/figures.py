@@ -275,7 +275,7 @@ def fig2_speedup(df: pd.DataFrame, lookup: Lookup, model: pd.DataFrame) -> Figur
         handles.append(Line2D([], [], color=color, marker=marker, ms=4, lw=1.2, label=label))
         pred = model[(model["gpu"] == gpu) & (model["backend"] == backend) & model["speedup_pred"].notna()]
         # a step that waits for the GPU is not a queue: its launches alone give a lower bound only
-        bound = pred["regime"].str.startswith("not a queue")
+        bound = pred["regime"].str.startswith(D.NOT_A_QUEUE)
         if bound.any():
             ax.plot(pred.loc[bound, "batch_size"], pred.loc[bound, "speedup_pred"], color=color, marker="x", ms=7,
                     ls="none")  # fmt: skip
@@ -285,7 +285,7 @@ def fig2_speedup(df: pd.DataFrame, lookup: Lookup, model: pd.DataFrame) -> Figur
     ax.axhline(1.0, color=GAP_COLOR, lw=0.8, ls=":")
     if not model.empty:
         handles.append(Line2D([], [], color=GAP_COLOR, marker="o", mfc="none", ls="--", label="queue model"))
-    if model["regime"].str.startswith("not a queue").any():
+    if model["regime"].str.startswith(D.NOT_A_QUEUE).any():
         handles.append(Line2D([], [], color=GAP_COLOR, marker="x", ms=7, ls="none",
                               label="its launches alone (the step waits for the GPU: a lower bound)"))  # fmt: skip
     if handles:

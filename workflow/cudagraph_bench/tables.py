@@ -45,6 +45,7 @@ from .derived import (
     HEADLINE_GPU,
     LAUNCH_BOUND_IDLE,
     MODEL_TOLERANCE,
+    NOT_A_QUEUE,
     decode_pairs,
     gap_of,
     gpu_sort_key,
@@ -323,7 +324,7 @@ def model_table(df: pd.DataFrame, model: pd.DataFrame) -> Table:
         for mode in ("eager", "cudagraph"):
             lookup.row((m["gpu"], m["backend"], m["workload"], mode, m["batch_size"]))
         llm, source = row_origin(lookup, df, m["gpu"], m["backend"])
-        if m["regime"].startswith("not a queue"):
+        if m["regime"].startswith(NOT_A_QUEUE):
             verdict = m["regime"]
         elif m["holds"] is None or pd.isna(m["holds"]):
             verdict = DERIVED_GAP
