@@ -48,6 +48,8 @@ def test_shipped_config_is_valid(config):
         (lambda c: c["workloads"]["serving_rr6"].__setitem__("request_rate", "fast"), "request_rate"),
         (lambda c: c["models"]["tiny"].__setitem__("dtype", "fp8"), "dtype"),
         (lambda c: c["vllm"].__setitem__("gpu_memory_utilization", 1.5), "gpu_memory_utilization"),
+        (lambda c: c["vllm"].__setitem__("profile_batch_sizes", [1, 0]), "profile_batch_sizes"),
+        (lambda c: c["vllm"].__setitem__("profile_batch_sizes", [1, 1]), "profile_batch_sizes"),  # a repeat
     ],
 )
 def test_schema_refuses_bad_values_naming_the_key(config, mutate, expect):
