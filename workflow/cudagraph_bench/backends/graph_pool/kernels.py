@@ -17,8 +17,9 @@ than a 16-row tensor-core tile padded from one row; M >= 2 runs the tensor-core 
 
 RMSNorm fusion: the norm's weight g is folded into the next matmul's weight at build time
 (model.fold_norm_weights), and rms(x) is a per-row scalar, so rmsnorm(x) @ W^T equals
-(x @ (W diag g)^T) / rms(x): the sum of squares accumulates in the loop that streams x and
-the epilogue scales each row. No extra pass, no extra kernel.
+(x @ (W diag g)^T) / rms(x): the sum of squares accumulates in the loop that streams x (the
+GEMV squares x; the tensor-core kernel takes the diagonal of x @ x^T) and the epilogue scales
+each row. No extra pass, no extra kernel.
 
 Programmatic dependent launch (`pdl=True`, Hopper and later): each kernel waits (`gdc_wait`)
 before touching anything an earlier kernel writes, and lets the next one launch once its own
@@ -165,15 +166,18 @@ def _linear_kernel(
     X, W, Y, RES, WS, SS, CNT,
     M, N, K,
     stride_xm, stride_ym, stride_rm,
-    eps, one,
+    eps,
     HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, EVEN_K: tl.constexpr,
     USE_PDL: tl.constexpr, PDL_LATE: tl.constexpr, PREFETCH_LINES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):  # fmt: skip
     """Y[M, N] = epilogue(rms(X) * (X[M, K] @ W[N, K]^T)) on tensor cores (M padded to BLOCK_M >= 16).
 
-    HAS_NORM: RMSNorm of X with its weight folded into W (model.fold_norm_weights), so the
-    loop only adds up x^2 next to the dot and the epilogue scales rows by 1/rms.
+    HAS_NORM: RMSNorm of X with its weight folded into W (model.fold_norm_weights): the rows'
+    sums of squares are the diagonal of x @ x^T, a second tensor-core product on the x tile the
+    main one reads, and the epilogue scales rows by 1/rms. So x feeds dots only: an elementwise
+    x^2 in the loop (x then also read from registers) measured 1.5x slower for qkv at M = 16 on
+    the H200, and left x unpipelined.
     EPILOGUE 1: Y = RES + acc (RES may alias Y). EPILOGUE 2: W is [2N, K] (gate rows
     then up rows) and Y = silu(gate) * up.
     SPLIT_K > 1: program (m, n, s) streams the s-th of SPLIT_K equal slices of K (K divisible by
@@ -202,7 +206,7 @@ def _linear_kernel(
     x_ptrs = X + rm[:, None] * stride_xm + (pid_s * k_len + rk)[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    ssq = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)  # x^2, added up across K after the loop
+    xx = tl.zeros((BLOCK_M, BLOCK_M), dtype=tl.float32)  # HAS_NORM: x @ x^T; its diagonal after the loop
     for k in range(0, k_len, BLOCK_K):
         if EVEN_K:
             x = tl.load(x_ptrs, mask=m_mask[:, None], other=0.0)
@@ -212,16 +216,7 @@ def _linear_kernel(
             x = tl.load(x_ptrs, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
             w = tl.load(w_ptrs, mask=n_mask[None, :] & k_mask[:, None], other=0.0)
         if HAS_NORM:
-            xf = x.to(tl.float32)
-            # elementwise here, one cross-thread sum after the loop: a sum per step cost narrow
-            # tiles (BLOCK_N 16-32) most of their bandwidth on the H200
-            ssq += xf * xf
-            if BLOCK_M >= 64:
-                # Triton 3.6 pipelines an x tile read both here and by an async wgmma (BLOCK_M >= 64)
-                # with one buffer too few: the next copy overwrote it mid-read (eager and graph then
-                # differed in the last bits). Feeding the dot from registers avoids that; `one` is a
-                # run-time 1.0 so the round trip cannot be folded away.
-                x = (xf * one).to(x.dtype)
+            xx = tl.dot(x, tl.trans(x), xx)
         acc = tl.dot(x, w, acc)
         if EPILOGUE == 2:
             if EVEN_K:
@@ -234,7 +229,8 @@ def _linear_kernel(
     if USE_PDL:
         if PDL_LATE:
             gdc_launch_dependents()
-    ss = tl.sum(ssq, axis=1)
+    eye = tl.arange(0, BLOCK_M)[:, None] == tl.arange(0, BLOCK_M)[None, :]
+    ss = tl.sum(tl.where(eye, xx, 0.0), axis=1)  # zeros without the norm
     out_mask = m_mask[:, None] & n_mask[None, :]
     if SPLIT_K > 1:
         tile = pid_m * tl.num_programs(1) + pid_n
@@ -474,7 +470,7 @@ def linear(
         )  # fmt: skip
     else:
         _linear_kernel[grid](
-            x, w, out, r, ws, ss, cnt, M, N, K, x.stride(0), out.stride(0), r.stride(0), eps, 1.0,
+            x, w, out, r, ws, ss, cnt, M, N, K, x.stride(0), out.stride(0), r.stride(0), eps,
             **flags, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split, num_warps=warps, num_stages=stages,
             **extra,
         )  # fmt: skip

@@ -26,8 +26,8 @@ import torch
 
 from .model import Transformer
 
-CACHE_FORMAT = 5  # 2: configs may carry SPLIT_K; 3: the M == 1 kernel is chosen in the whole step; 4: attention;
-# 5: eight-way split-K candidates
+CACHE_FORMAT = 6  # 2: configs may carry SPLIT_K; 3: the M == 1 kernel is chosen in the whole step; 4: attention;
+# 5: eight-way split-K candidates; 6: the tensor-core kernel's norm from x @ x^T (every timing changed)
 
 # bucket (BLOCK_M used) -> candidate (BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K]); bucket 1 is
 # the GEMV. Split-K candidates let a matmul with few output tiles (qkv, o, down) fill every SM with
