@@ -130,9 +130,8 @@ class CUDAGraphPool:
         g = self.dispatch(n)
         if g is None:
             return self.model.decode(tokens, input_pos, rows)
-        g.tokens[:n].copy_(tokens)
-        g.input_pos[:n].copy_(input_pos)
-        g.rows[:n].copy_(rows)
+        # one launch for the three inputs, not three (an ATen launch costs 8-11 us of host time on the lent H200 host)
+        torch._foreach_copy_([g.tokens[:n], g.input_pos[:n], g.rows[:n]], [tokens, input_pos, rows])
         if g.real_rows > n:  # a larger batch ran last: point its leftover rows back at scratch
             g.tokens[n:].zero_()
             g.input_pos[n:].zero_()
