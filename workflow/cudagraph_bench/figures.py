@@ -597,6 +597,7 @@ def fig6_roofline(df: pd.DataFrame, lookup: Lookup) -> Figure:
                                 fontsize=6,
                                 color=MODE_COLORS[mode],
                                 bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+                                zorder=5,  # above the floor line, drawn later, which a label may sit on
                             )
                 ax.plot(xs, ys, color=MODE_COLORS[mode], marker=BACKEND_MARKERS.get(backend, "^"), ms=4, lw=1.2)
             floor = sorted(dict(floor).items())
