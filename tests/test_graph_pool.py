@@ -212,7 +212,7 @@ _INTERP_SCRIPT = textwrap.dedent(
     import json, sys
     import pytest, torch, torch.nn.functional as F
     from cudagraph_bench.backends.graph_pool import kernels as K
-    from cudagraph_bench.backends.graph_pool.model import ModelArgs, build_model
+    from cudagraph_bench.backends.graph_pool.model import ModelArgs, apply_rope, build_model
     PRESETS = json.loads(sys.argv[1])
 
     def rel(a, b):
@@ -282,6 +282,19 @@ _INTERP_SCRIPT = textwrap.dedent(
         a4 = K.decode_attention(q4, p4, r4, tri.rope_cos, tri.rope_sin, c.k_cache, c.v_cache, 8, 2, by_size)
         assert by_size.config_batch(3) == 4 and by_size.config_batch(9) == 9 and K.KernelOptions().config_batch(3) == 3
         assert torch.equal(a3, a4[:3])
+        # a prefill with the triton backend: RoPE and SiLU·up as Triton kernels, the rest torch
+        fresh = [build_model(args, "cpu", 0) for _ in range(2)]
+        for m in fresh:
+            m.setup_caches(4)
+        fresh[1].set_backend("triton")
+        lr, lt = (m(tok, pos, None, last_only=True, prefill=True) for m in fresh)
+        assert rel(lt, lr) < 1e-5
+        for a, b in zip(fresh[0].layers, fresh[1].layers):
+            assert rel(b.attention.kv_cache.k_cache, a.attention.kv_cache.k_cache) < 1e-5
+        xq, cs = torch.randn(2, 5, 3, 32), torch.randn(2, 5, 32)  # the head dim's halves taken apart
+        assert rel(K.rope(xq, cs[..., :16], cs[..., 16:]), apply_rope(xq, cs[..., :16], cs[..., 16:])) < 1e-6
+        gu = torch.randn(7, 80)
+        assert rel(K.silu_mul(gu), F.silu(gu[:, :40]) * gu[:, 40:]) < 1e-6
     print("INTERPRETER OK")
     """
 )

@@ -273,3 +273,27 @@ def test_triton_as_accurate_as_torch_against_float32():
             out[name] = m.decode(tok[:, 16], pos[:, 16], torch.arange(4, device="cuda"))
     err_torch, err_triton = _rel(out["torch"], out["fp32"]), _rel(out["triton"], out["fp32"])
     assert err_triton < 2e-2 and err_triton < 2 * err_torch + 1e-3, (err_triton, err_torch)
+
+
+def test_prefill_elementwise_kernels_match_torch():
+    """The triton backend's prefill RoPE and SiLU·up against the torch path's ops, in bf16 on a
+    strided view as the model passes them; and a whole prefill against the torch backend."""
+    from cudagraph_bench.backends.graph_pool import kernels as K
+    from cudagraph_bench.backends.graph_pool.model import apply_rope, rope_tables
+
+    g = torch.Generator(device="cuda").manual_seed(5)
+    qkv = torch.randn(3, 70, 12 * 128, device="cuda", generator=g).bfloat16()
+    q = qkv[..., : 8 * 128].view(3, 70, 8, 128)  # row stride 12 heads: a view, as in Attention
+    cos, sin = (t.cuda()[torch.arange(70, device="cuda")].expand(3, 70, 64) for t in rope_tables(70, 128, 5e5))
+    assert _rel(K.rope(q, cos, sin), apply_rope(q, cos, sin)) < 1e-2
+    gu = torch.randn(300, 2 * 1000, device="cuda", generator=g).bfloat16()
+    assert _rel(K.silu_mul(gu), F.silu(gu[:, :1000]) * gu[:, 1000:]) < 1e-2
+    m = [build_model(ModelArgs.from_preset(SMALL), "cuda", 0) for _ in range(2)]
+    for x in m:
+        x.setup_caches(4)
+    m[1].set_backend("triton")
+    tok = torch.randint(0, SMALL["vocab_size"], (3, 70), device="cuda", generator=g)
+    pos = torch.arange(70, device="cuda")[None].expand(3, 70)
+    with torch.inference_mode():
+        lr, lt = (x(tok, pos, None, last_only=True, prefill=True) for x in m)
+    assert _rel(lt, lr) < 2e-2

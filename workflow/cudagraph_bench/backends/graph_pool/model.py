@@ -12,6 +12,8 @@ Two backends run the same weights:
 - "triton": the decode step (one new token per sequence) as five fused Triton kernels
   per block (kernels.py); attention reads only positions 0..pos of each sequence.
   Eager mode and graph mode run exactly these kernels; a graph only removes the launches.
+  A prefill stays on the torch path except its RoPE and SiLU·up (kernels.rope, kernels.silu_mul:
+  one pass each instead of several unfused elementwise kernels).
 
 The KV cache has one row per sequence plus a scratch row: the graph pool points padded
 batch rows at the scratch row, so padding never writes into a real sequence's cache.
@@ -137,11 +139,13 @@ class Transformer(nn.Module):
 
         prefill: the tokens are positions 0..T-1 of new sequences (the caller vouches for it), so
         attention runs causally over these T tokens alone (SDPA's fused kernels) and the cache is
-        only written; otherwise each token attends over its cache row's whole window, masked."""
+        only written; otherwise each token attends over its cache row's whole window, masked.
+        With the triton backend a prefill's RoPE and SiLU·up run as Triton kernels."""
         h = self.tok_embeddings(tokens)  # [B, T, D]
         cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]  # [B, T, D/2]
+        fused = prefill and self.backend == "triton"
         for layer in self.layers:
-            h = layer(h, input_pos, rows, cos, sin, prefill)
+            h = layer(h, input_pos, rows, cos, sin, prefill, fused)
         if last_only:
             h = h[:, -1]
         return self.output(self.norm(h)).float()
@@ -184,9 +188,9 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.hidden_size, args.norm_eps, args.torch_dtype)
         self.ffn_norm = RMSNorm(args.hidden_size, args.norm_eps, args.torch_dtype)
 
-    def forward(self, h, input_pos, rows, cos, sin, prefill=False):
-        h = h + self.attention(self.attention_norm(h), input_pos, rows, cos, sin, prefill)
-        return h + self.feed_forward(self.ffn_norm(h))
+    def forward(self, h, input_pos, rows, cos, sin, prefill=False, fused=False):
+        h = h + self.attention(self.attention_norm(h), input_pos, rows, cos, sin, prefill, fused)
+        return h + self.feed_forward(self.ffn_norm(h), fused)
 
 
 class Attention(nn.Module):
@@ -197,12 +201,16 @@ class Attention(nn.Module):
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.hidden_size, bias=False, dtype=args.torch_dtype)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x, input_pos, rows, cos, sin, prefill=False):
+    def forward(self, x, input_pos, rows, cos, sin, prefill=False, fused=False):
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.wqkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
-        q = apply_rope(q.view(B, T, H, D), cos, sin)  # [B, T, H, D]
-        k = apply_rope(k.view(B, T, Hkv, D), cos, sin)  # [B, T, Hkv, D]
+        if fused:
+            from .kernels import rope
+        else:
+            rope = apply_rope
+        q = rope(q.view(B, T, H, D), cos, sin)  # [B, T, H, D]
+        k = rope(k.view(B, T, Hkv, D), cos, sin)  # [B, T, Hkv, D]
         v = v.view(B, T, Hkv, D)
         k_all, v_all = self.kv_cache.update(input_pos, k, v, rows)  # [B, S, Hkv, D]
         if prefill:  # positions 0..T-1: nothing older in the cache to attend to
@@ -227,7 +235,11 @@ class FeedForward(nn.Module):
         )  # gate; up
         self.w2 = nn.Linear(args.intermediate_size, args.hidden_size, bias=False, dtype=args.torch_dtype)
 
-    def forward(self, x):
+    def forward(self, x, fused=False):
+        if fused:
+            from .kernels import silu_mul
+
+            return self.w2(silu_mul(self.w13(x)))
         gate, up = self.w13(x).split(self.intermediate, dim=-1)
         return self.w2(F.silu(gate) * up)
 
