@@ -362,6 +362,30 @@ def test_tile_configs_are_tuned_once_per_gpu_model_and_then_read_from_the_cache(
     assert not third["cache_hit"] and len(calls) == 2 and third["cache_file"] != first["cache_file"]
 
 
+def test_a_tuning_record_seeds_the_cache_of_a_machine_with_the_same_key(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from cudagraph_bench.backends.graph_pool import tuning
+
+    key = {"format": 6, "gpu_name": "NVIDIA H200", "triton": "3.6.0"}
+    monkeypatch.setattr(tuning, "cache_key", lambda model: key)
+    model = SimpleNamespace(args=ModelArgs.from_preset(PRESETS["llama-3.1-8b"]),
+                            kernel_opts=SimpleNamespace(linear_configs={}, attn_configs={}))  # fmt: skip
+    chosen = {"qkv@16": {"cfg": [64, 128, 4, 4, 2], "us": 18.2}, "gate_up@1": {"cfg": None, "us": 56.3},
+              "attention@4": {"cfg": [16, 64, 4, 3], "us": 7.4}}  # fmt: skip
+    record = {"cache_file": f"/root/.cache/x/{tuning.cache_path(key).name}", "chosen": chosen,
+              "tuned_utc": "2026-12-01T17:38:37Z", "cache_hit": False}  # fmt: skip
+    tuning.seed_cache(model, record, tmp_path)
+    read = tuning.tuned_options(model, tmp_path)  # no tuning: tune() would need a GPU
+    assert read["cache_hit"] and read["tuned_utc"] == "2026-12-01T17:38:37Z" and read["chosen"] == chosen
+    assert model.kernel_opts.linear_configs == {(16, 6144, 4096): (64, 128, 4, 4, 2), (1, 14336, 4096): None}
+    assert model.kernel_opts.attn_configs == {4: (16, 64, 4, 3)}
+    # a record made under another key (here: another GPU model) is refused, naming both files
+    other = dict(record, cache_file=tuning.cache_path({**key, "gpu_name": "NVIDIA A100"}).name)
+    with pytest.raises(ValueError, match="nvidia_a100.*nvidia_h200"):
+        tuning.seed_cache(model, other, tmp_path)
+
+
 class _Ev:
     """A stand-in for the profiler's kineto event: the methods launch_sequence reads."""
 

@@ -157,6 +157,31 @@ def tuned_options(model: Transformer, folder: Path | None = None) -> dict:
     }
 
 
+def seed_cache(model: Transformer, record: dict, folder: Path | None = None) -> Path:
+    """Write this machine's cache file from a result file's tuning record (details.tuning), so the
+    cells here reuse a tuning measured on another machine of the same GPU model and software, as
+    later cells on one machine do. Refused unless the record's cache file has the name this
+    machine's key gives (the name is a digest of the key: GPU, software, shapes, launch options,
+    cache format). Returns the path written."""
+    key = json.loads(json.dumps(cache_key(model)))
+    path = cache_path(key, folder)
+    recorded = Path(record["cache_file"]).name
+    if path.name != recorded:
+        raise ValueError(f"the record's tuning is for another key ({recorded}; this machine: {path.name})")
+    names = {s["name"]: (s["N"], s["K"]) for s in matmul_shapes(model)}
+    linear, attn = {}, {}
+    for k, v in record["chosen"].items():
+        name, bucket = k.split("@")
+        if name == "attention":
+            attn[bucket] = list(v["cfg"])
+        else:
+            linear[str([int(bucket), *names[name]])] = v["cfg"]
+    doc = {"key": key, "linear_configs": linear, "attn_configs": attn, "chosen": record["chosen"],
+           "tuned_utc": record.get("tuned_utc")}  # fmt: skip
+    _write_json(path, doc)
+    return path
+
+
 def _parse_key(text: str) -> tuple:
     return tuple(json.loads(text))
 
