@@ -175,9 +175,8 @@ def _linear_kernel(
 
     HAS_NORM: RMSNorm of X with its weight folded into W (model.fold_norm_weights): the rows'
     sums of squares are the diagonal of x @ x^T, a second tensor-core product on the x tile the
-    main one reads, and the epilogue scales rows by 1/rms. So x feeds dots only: an elementwise
-    x^2 in the loop (x then also read from registers) measured 1.5x slower for qkv at M = 16 on
-    the H200, and left x unpipelined.
+    main one reads, and the epilogue scales rows by 1/rms. So x feeds dots only: with x^2 added up
+    elementwise in the loop instead, qkv at M = 16 measured 1.5x slower on the H200.
     EPILOGUE 1: Y = RES + acc (RES may alias Y). EPILOGUE 2: W is [2N, K] (gate rows
     then up rows) and Y = silu(gate) * up.
     SPLIT_K > 1: program (m, n, s) streams the s-th of SPLIT_K equal slices of K (K divisible by
@@ -670,8 +669,9 @@ def decode_attention(
 # ----------------------------------------------------------------- prefill's elementwise work
 # A prefill runs its matmuls and attention through torch (cuBLAS, SDPA); its RoPE and SiLU·up
 # ran as torch's unfused elementwise kernels on strided views: a quarter of a batch-64 prefill
-# of 256 tokens on the H200 (~105 of ~420 ms in a profile). These do each in one pass, with the
-# torch path's roundings (so the two backends' prefills differ at most by a fused multiply-add).
+# of 256 tokens on the H200 (~105 of ~420 ms in a profile). These do each in one pass, rounding
+# where the torch path rounds (the two backends' prefills differ only in last bits: Triton's exp,
+# fused multiply-adds).
 
 
 @triton.jit
