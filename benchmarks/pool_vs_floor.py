@@ -8,7 +8,9 @@ prints, for one GPU type, per batch size of the `latency` workload (256 in / 64 
 
 pool graph ms is the decode step's median (CUDA events), floor ms the bytes a step must read
 over the GPU's measured copy bandwidth (both recorded by the pool's latency cell). A column
-whose cells the run does not have prints "-".
+whose cells the run does not have prints "-". Before the table, one line per backend names the
+commits its cells ran at and when they finished: a table whose backends come from different
+runs (a study measured over several sessions) says so.
 
     python benchmarks/pool_vs_floor.py [--summary results/summary.csv] [--gpu h200]
 """
@@ -50,15 +52,34 @@ def table(summary: pd.DataFrame, gpu: str, workload: str = "latency") -> list[di
     return out
 
 
+def provenance(summary: pd.DataFrame, gpu: str, workload: str = "latency") -> list[str]:
+    """'backend: commit(s) ..., finished ...' for the cudagraph cells the table reads."""
+    df = summary[(summary.gpu == gpu) & (summary.workload == workload) & (summary["mode"] == "cudagraph")]
+    df = df[df.status == "ok"]
+    lines = []
+    for backend in ("graph_pool", "torch_compile", "vllm"):
+        rows = df[df.backend == backend]
+        if rows.empty:
+            continue
+        commits = ", ".join(sorted({str(c)[:7] for c in rows.git_commit.dropna()})) or "unknown"
+        done = sorted(str(t)[:16] for t in rows.finished_utc.dropna())
+        when = f", finished {done[0]} .. {done[-1]} UTC" if done else ""
+        lines.append(f"{backend}: commit {commits}{when}")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--summary", default="results/summary.csv", help="the run's tidy table")
     ap.add_argument("--gpu", default="h200", help="GPU type (a gpu column value)")
     args = ap.parse_args(argv)
-    rows = table(pd.read_csv(args.summary), args.gpu)
+    summary = pd.read_csv(args.summary)
+    rows = table(summary, args.gpu)
     if not rows:
         print(f"{args.summary} has no latency cells for GPU type {args.gpu!r}")
         return 1
+    for line in provenance(summary, args.gpu):
+        print(line)
     cols = list(rows[0])
     print(" | ".join(cols))
     for r in rows:
