@@ -211,7 +211,12 @@ def test_the_share_outside_the_measurement_comes_from_what_each_cell_measured():
     ]
     text = S.render_job_time(cells)
     assert "| h200 | vllm | serving_inf | eager | 1 | 0.028 | 100 | 80% |" in text
-    assert "h200 vllm 0.042 h (57% outside the measurement)" in text  # 1 - 65 / 150
+    assert "h200 vllm 0.042 h (outside the measurement: 57%)" in text  # 1 - 65 / 150
+    # a cell that records no measured time (a check) leaves the share to the cells that do, and says so
+    check = S.CellState(Cell("h200", "vllm", "check", "cudagraph"), "done", wall_s=90.0, measured_s=None)
+    text = S.render_job_time([*cells, check])
+    assert "h200 vllm 0.067 h (outside the measurement: 57% (2 of 3 cells))" in text
+    assert "| h200 | vllm | check | cudagraph | 1 | 0.025 | 90 | — |" in text
 
 
 def test_the_registry_is_read_from_the_executors_folder_setting(root, capsys):

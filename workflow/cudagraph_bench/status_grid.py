@@ -274,19 +274,23 @@ def render_job_time(states: list[CellState]) -> str:
         per_backend.setdefault((s.cell.gpu, s.cell.backend), []).append(s)
     total = sum(s.wall_s for s in times)
     lines += ["", "Per GPU type and backend: " + ", ".join(
-        f"{gpu} {backend} {sum(s.wall_s for s in cells) / 3600:.3f} h ({_outside(cells)} outside the measurement)"
+        f"{gpu} {backend} {sum(s.wall_s for s in cells) / 3600:.3f} h (outside the measurement: {_outside(cells)})"
         for (gpu, backend), cells in sorted(per_backend.items())
     ) + f"; in all {total / 3600:.3f} h ({total:.0f} s), from each result's provenance (wall_s, else finished - started). "
         "Outside the measurement: the share of the job time not spent in the timed steps, end-to-end runs, "
-        "benchmark iterations, serving run or start-up the cell measures; — where a cell does not say."]  # fmt: skip
+        "benchmark iterations, serving run or start-up the cell measures, over the cells that say how long "
+        "they measured ('k of n cells' where some do not, such as older files and checks); — where none does."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def _outside(cells: list[CellState]) -> str:
-    if any(s.measured_s is None for s in cells):
+    """The share of job time outside the measurement, over the cells that record what they measured."""
+    known = [s for s in cells if s.measured_s is not None]
+    wall = sum(s.wall_s for s in known)
+    if not known or wall <= 0:
         return "—"
-    wall = sum(s.wall_s for s in cells)
-    return f"{100 * (1 - min(sum(s.measured_s for s in cells), wall) / wall):.0f}%" if wall > 0 else "—"
+    share = f"{100 * (1 - min(sum(s.measured_s for s in known), wall) / wall):.0f}%"
+    return share if len(known) == len(cells) else f"{share} ({len(known)} of {len(cells)} cells)"
 
 
 def write_status(config: dict, root: str | os.PathLike = ".", *, results_dir=None, **where) -> str:
