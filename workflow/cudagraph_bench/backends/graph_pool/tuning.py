@@ -122,8 +122,7 @@ def cache_path(key: dict, folder: Path | None = None) -> Path:
 def tuned_options(model: Transformer, folder: Path | None = None) -> dict:
     """Install tuned tile configs into model.kernel_opts (Triton backend on CUDA); returns the record
     {"cache_file", "cache_hit", "tune_s", "chosen", "key"} that the cell's result keeps."""
-    key = json.loads(json.dumps(cache_key(model)))  # as the cache file holds it (lists, not tuples)
-    path = cache_path(key, folder)
+    key, path = _key_and_file(model, folder)
     try:
         doc = json.loads(path.read_text())
         hit = doc.get("key") == key
@@ -138,14 +137,7 @@ def tuned_options(model: Transformer, folder: Path | None = None) -> dict:
         configs, chosen = tune(model)
         attn, chosen_attn = tune_attention(model)
         chosen = {**chosen, **chosen_attn}
-        doc = {
-            "key": key,
-            "linear_configs": {str(list(k)): v for k, v in sorted(configs.items())},
-            "attn_configs": {str(b): list(v) for b, v in sorted(attn.items())},
-            "chosen": chosen,
-            "tuned_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        _write_json(path, doc)
+        doc = _write_cache(path, key, configs, attn, chosen, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     model.kernel_opts.linear_configs = configs
     model.kernel_opts.attn_configs = attn
     return {
@@ -163,23 +155,39 @@ def seed_cache(model: Transformer, record: dict, folder: Path | None = None) -> 
     later cells on one machine do. Refused unless the record's cache file has the name this
     machine's key gives (the name is a digest of the key: GPU, software, shapes, launch options,
     cache format). Returns the path written."""
-    key = json.loads(json.dumps(cache_key(model)))
-    path = cache_path(key, folder)
+    key, path = _key_and_file(model, folder)
     recorded = Path(record["cache_file"]).name
     if path.name != recorded:
         raise ValueError(f"the record's tuning is for another key ({recorded}; this machine: {path.name})")
     names = {s["name"]: (s["N"], s["K"]) for s in matmul_shapes(model)}
-    linear, attn = {}, {}
+    configs, attn = {}, {}
     for k, v in record["chosen"].items():
         name, bucket = k.split("@")
         if name == "attention":
-            attn[bucket] = list(v["cfg"])
+            attn[int(bucket)] = v["cfg"]
         else:
-            linear[str([int(bucket), *names[name]])] = v["cfg"]
-    doc = {"key": key, "linear_configs": linear, "attn_configs": attn, "chosen": record["chosen"],
-           "tuned_utc": record.get("tuned_utc")}  # fmt: skip
-    _write_json(path, doc)
+            configs[(int(bucket), *names[name])] = v["cfg"]
+    _write_cache(path, key, configs, attn, record["chosen"], record.get("tuned_utc"))
     return path
+
+
+def _key_and_file(model: Transformer, folder: Path | None) -> tuple[dict, Path]:
+    """The model's cache key as the cache file holds it (lists, not tuples) and that file's path."""
+    key = json.loads(json.dumps(cache_key(model)))
+    return key, cache_path(key, folder)
+
+
+def _write_cache(path: Path, key: dict, configs: dict, attn: dict, chosen: dict, tuned_utc: str | None) -> dict:
+    """Write the cache file (the layout tuned_options reads back); returns its document."""
+    doc = {
+        "key": key,
+        "linear_configs": {str(list(k)): v for k, v in sorted(configs.items())},
+        "attn_configs": {str(b): list(v) for b, v in sorted(attn.items())},
+        "chosen": chosen,
+        "tuned_utc": tuned_utc,
+    }
+    _write_json(path, doc)
+    return doc
 
 
 def _parse_key(text: str) -> tuple:
