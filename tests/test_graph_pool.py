@@ -386,6 +386,23 @@ def test_a_tuning_record_seeds_the_cache_of_a_machine_with_the_same_key(tmp_path
         tuning.seed_cache(model, other, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["results/summary.csv"], "results/summary.csv: not a readable result file"),
+        (["results/raw/h200/vllm/latency/eager/bs1.json"], "bs1.json: no details.tuning with a cache_file"),
+        (["results/raw/h200/graph_pool/check/cudagraph/single.json", "llama-9"], "no model 'llama-9' under `models`"),
+    ],
+)
+def test_seed_tile_cache_names_the_bad_file_or_model_before_touching_the_gpu(argv, says):
+    repo = WORKFLOW.parent
+    script = WORKFLOW / "offline/seed_tile_cache.py"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(WORKFLOW), *sys.path]))
+    r = subprocess.run([sys.executable, str(script), *argv], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 1 and says in r.stderr, r.stderr[-2000:]
+
+
 class _Ev:
     """A stand-in for the profiler's kineto event: the methods launch_sequence reads."""
 

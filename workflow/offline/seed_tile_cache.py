@@ -12,18 +12,33 @@ llama-3.1-8b).
 
 import json
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
-import torch
-import yaml
-from cudagraph_bench.backends.graph_pool.kernels import default_kernel_options
-from cudagraph_bench.backends.graph_pool.model import ModelArgs
-from cudagraph_bench.backends.graph_pool.tuning import seed_cache
+from cudagraph_bench.config import load as load_config
+
+CONFIG = "config/config.yaml"
 
 
 def main(result: str, model: str = "llama-3.1-8b") -> None:
-    record = json.load(open(result))["details"]["tuning"]
-    args = ModelArgs.from_preset(yaml.safe_load(open("config/config.yaml"))["models"][model])
+    try:
+        record = json.loads(Path(result).read_text()).get("details", {}).get("tuning")
+    except (OSError, ValueError, AttributeError) as e:
+        sys.exit(f"{result}: not a readable result file ({type(e).__name__}: {e})")
+    if not record or "cache_file" not in record:
+        sys.exit(
+            f"{result}: no details.tuning with a cache_file (a graph_pool cell of the triton backend on a GPU has one)"
+        )
+    models = load_config([CONFIG])["models"]
+    if model not in models:
+        sys.exit(f"{CONFIG}: no model {model!r} under `models` (there: {', '.join(models)})")
+    # the inputs are checked first: these need Triton and a GPU
+    import torch
+    from cudagraph_bench.backends.graph_pool.kernels import default_kernel_options
+    from cudagraph_bench.backends.graph_pool.model import ModelArgs
+    from cudagraph_bench.backends.graph_pool.tuning import seed_cache
+
+    args = ModelArgs.from_preset(models[model])
     # what the cache key reads of a model: its shape, its device and its launch options (no weights)
     m = SimpleNamespace(args=args, output=SimpleNamespace(weight=torch.empty(0, device="cuda")),
                         kernel_opts=default_kernel_options("cuda"))  # fmt: skip
