@@ -56,15 +56,17 @@ def provenance(summary: pd.DataFrame, gpu: str, workload: str = "latency") -> li
     """'backend: commit(s) ..., finished ...' for the cudagraph cells the table reads."""
     df = summary[(summary.gpu == gpu) & (summary.workload == workload) & (summary["mode"] == "cudagraph")]
     df = df[df.status == "ok"]
-    lines = []
+    lines, commits = [], {}
     for backend in ("graph_pool", "torch_compile", "vllm"):
         rows = df[df.backend == backend]
         if rows.empty:
             continue
-        commits = ", ".join(sorted({str(c)[:7] for c in rows.git_commit.dropna()})) or "unknown"
+        commits[backend] = sorted({str(c)[:7] for c in rows.git_commit.dropna()})
         done = sorted(str(t)[:16] for t in rows.finished_utc.dropna())
         when = f", finished {done[0]} .. {done[-1]} UTC" if done else ""
-        lines.append(f"{backend}: commit {commits}{when}")
+        lines.append(f"{backend}: commit {', '.join(commits[backend]) or 'unknown'}{when}")
+    if {"graph_pool", "torch_compile"} <= commits.keys() and commits["graph_pool"] != commits["torch_compile"]:
+        lines.append("pool/torch_compile compares cells of different runs: measure both in one run for that ratio")
     return lines
 
 

@@ -282,7 +282,8 @@ def test_benchmark_script_runs(tmp_path):
 
 def test_pool_vs_floor_names_each_backends_run_before_its_table(tmp_path):
     """The issue-10 table from a summary whose backends ran at two commits: each backend's line
-    names its commit and finish times, and the table comes last."""
+    names its commit and finish times, a cross-run pool/torch_compile ratio is called one, and
+    the table comes last."""
     base = {"gpu": "h200", "workload": "latency", "mode": "cudagraph", "status": "ok", "batch_size": 16}
     rows = [
         dict(base, backend="graph_pool", decode_step_ms_median=4.6, hbm_floor_ms=3.7, e2e_latency_s_mean=0.39,
@@ -290,15 +291,23 @@ def test_pool_vs_floor_names_each_backends_run_before_its_table(tmp_path):
         dict(base, backend="torch_compile", decode_step_ms_median=5.5, hbm_floor_ms=3.7, e2e_latency_s_mean=0.46,
              git_commit="fde217ac9", finished_utc="2026-12-01T17:41:10+00:00"),
     ]  # fmt: skip
-    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
-    out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "pool_vs_floor.py"), "--summary", str(tmp_path / "summary.csv")],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout.splitlines()  # fmt: skip
+
+    def run(rows):
+        pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
+        return subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "pool_vs_floor.py"), "--summary", str(tmp_path / "summary.csv")],
+            capture_output=True, text=True, check=True, timeout=120,
+        ).stdout.splitlines()  # fmt: skip
+
+    out = run(rows)
     assert out[0] == "graph_pool: commit ec9fe13, finished 2026-12-01T18:01 .. 2026-12-01T18:01 UTC"
     assert out[1] == "torch_compile: commit fde217a, finished 2026-12-01T17:41 .. 2026-12-01T17:41 UTC"
-    assert out[2].startswith("bs | pool graph ms | floor ms | pool/floor")
+    assert out[2] == "pool/torch_compile compares cells of different runs: measure both in one run for that ratio"
+    assert out[3].startswith("bs | pool graph ms | floor ms | pool/floor")
     assert out[-1] == "16 | 4.6 | 3.7 | 1.24 | 5.5 | 0.836 | - | 0.39"
+    # both backends from one run: no warning, the table follows their lines
+    out = run([rows[0], dict(rows[1], git_commit="ec9fe13e5")])
+    assert out[1].startswith("torch_compile: commit ec9fe13") and out[2].startswith("bs | pool graph ms")
 
 
 def test_a_step_marker_counted_as_a_kernel_is_taken_out(tmp_path):
