@@ -211,6 +211,7 @@ _INTERP_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import pytest, torch, torch.nn.functional as F
+    import triton, triton.language as tl
     from cudagraph_bench.backends.graph_pool import kernels as K
     from cudagraph_bench.backends.graph_pool.model import ModelArgs, apply_rope, build_model
     PRESETS = json.loads(sys.argv[1])
@@ -236,6 +237,23 @@ _INTERP_SCRIPT = textwrap.dedent(
                 assert rel(K.linear(x, w * g, opts, rms_norm=True, eps=1e-5, silu_mul=True), F.silu(gu[:, :N]) * gu[:, N:]) < 1e-5
                 if split > 1:  # every tile's counter is back at zero for the next launch
                     assert not K._SCRATCH[("cpu", None, "counters")].any()
+    # the attention-window prefetch's plan: the lines the programs ask for are the first lines of
+    # every row of the next matmul's weight at the start of each of its split-K slices, each once
+    @triton.jit
+    def lines_kernel(OUT, per, total, nk, nklen, nlines, LINE: tl.constexpr, BLOCK: tl.constexpr):
+        p = tl.program_id(0)
+        tl.store(OUT + p * BLOCK + tl.arange(0, BLOCK), K._next_lines(p, per, total, nk, nklen, nlines, LINE, BLOCK))
+
+    popts = K.KernelOptions(linear_configs={(16, 40, 1024): (16, 64, 4, 1, 2)})
+    w_next = torch.empty(40, 1024, dtype=torch.bfloat16)
+    per, total, nk, nklen, nlines, block = K.weight_lines(3, w_next, 7, 3 * 40 * 2 * 128 / 2**20, popts, 132)
+    assert (total, nk, nklen, nlines) == (40 * 2 * 3, 1024, 512, 3) and per == -(-total // 7) and block >= per
+    got = torch.zeros(7, block, dtype=torch.int64)
+    lines_kernel[(7,)](got, per, total, nk, nklen, nlines, LINE=64, BLOCK=block)
+    assert set(got.flatten().tolist()) == {r * 1024 + s * 512 + l * 64 for r in range(40) for s in range(2) for l in range(3)}
+    assert K.weight_lines(3, w_next, 7, 1e-4, popts, 132)[-1] == 0  # under a line per row: nothing
+    assert K.weight_lines(3, w_next, 7, 64.0, popts, 132)[4] == 8  # at most a whole slice: 512 bf16, 8 lines
+
     opts = K.KernelOptions()
     opts.linear_configs[(16, 40, 96)] = (16, 64, 4, 1, 2)
     with pytest.raises(ValueError, match="SPLIT_K"):  # 96 is not two slices of whole 64-wide steps
@@ -300,11 +318,13 @@ _INTERP_SCRIPT = textwrap.dedent(
 )
 
 
-def test_triton_kernels_on_the_cpu_interpreter():
+def test_triton_kernels_on_the_cpu_interpreter(tmp_path):
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(WORKFLOW), *sys.path]))
     presets = json.dumps({"tiny": PRESETS["tiny"]})
-    r = subprocess.run([sys.executable, "-c", _INTERP_SCRIPT, presets], env=env, capture_output=True, text=True,
+    script = tmp_path / "interpret.py"  # a file: triton.jit reads a kernel's source
+    script.write_text(_INTERP_SCRIPT)
+    r = subprocess.run([sys.executable, str(script), presets], env=env, capture_output=True, text=True,
                        timeout=900)  # fmt: skip
     if r.returncode and "only 0-dimensional arrays can be converted" in r.stderr:
         pytest.skip("this Triton's interpreter does not run with this NumPy (needs numpy < 2.3)")

@@ -189,6 +189,25 @@ def test_graph_equals_eager(pool, model, n):
 
 
 @pytest.mark.parametrize("n", [1, 4, 64])
+def test_attention_window_prefetch_keeps_the_output(model, n):
+    """Decode attention's L2 prefetch of the output projection's weights changes when bytes arrive,
+    not what is computed: the step is bit-equal with it and without it."""
+    from dataclasses import replace
+
+    tok, pos, rows = _inputs(model, n, 7)
+    saved = model.kernel_opts
+    outs = []
+    try:
+        with torch.inference_mode():
+            for mb in (0.0, 8.0, 64.0):  # none, the default, the whole weight
+                model.kernel_opts = replace(saved, attn_prefetch_mb=mb)
+                outs.append(model.decode(tok, pos, rows).clone())
+    finally:
+        model.kernel_opts = saved
+    assert saved.attn_prefetch_mb > 0 and all(torch.equal(o, outs[0]) for o in outs[1:])
+
+
+@pytest.mark.parametrize("n", [1, 4, 64])
 def test_eager_decode_is_deterministic(model, n):
     tok, pos, rows = _inputs(model, n, 100 + n)
     with torch.inference_mode():

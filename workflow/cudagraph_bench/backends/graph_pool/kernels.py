@@ -25,7 +25,9 @@ Programmatic dependent launch (`pdl=True`, Hopper and later): each kernel waits 
 before touching anything an earlier kernel writes, and lets the next one launch once its own
 main loop is done (`pdl_late`; triggering at the start was measured slower on an H100); with
 `prefetch_mb` a kernel asks for the head of its weight rows into L2 while it waits. Nothing
-before the wait writes memory or reads activations.
+before the wait writes memory or reads activations. Decode attention reads little and waits on
+latency, so with `attn_prefetch_mb` its programs also ask for the head of the output projection's
+weights, the next matmul, into L2: HBM starts on that stream while attention runs.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class KernelOptions:
     the pool): a batch of n takes every config of the size its graph runs at
     (padding.padded_size), so an eager step of n runs the very kernels of the padded graph and
     its output rows are bit-equal; above the largest, or without classes, n's own.
+    attn_prefetch_mb: decode attention's programs, before they wait on the qkv matmul, ask for the
+    first ~this many MB of the output projection's weights into L2 (decode_attention(next_w=...)):
+    attention reads little and waits on latency, so HBM has room to start the next matmul's stream.
     """
 
     pdl: bool = False
@@ -76,6 +81,7 @@ class KernelOptions:
     linear_configs: dict = field(default_factory=dict)
     attn_configs: dict = field(default_factory=dict)
     size_classes: tuple = ()
+    attn_prefetch_mb: float = 0.0
 
     def config_batch(self, n: int) -> int:
         """The batch size whose configs a batch of n uses (size_classes)."""
@@ -94,6 +100,7 @@ class KernelOptions:
             "linear_configs": {str(k): v for k, v in self.linear_configs.items()},
             "attn_configs": {str(k): v for k, v in self.attn_configs.items()},
             "size_classes": list(self.size_classes),
+            "attn_prefetch_mb": self.attn_prefetch_mb,
         }
 
 
@@ -107,10 +114,13 @@ def pdl_supported(device: torch.device | None = None) -> bool:
 def default_kernel_options(device: torch.device | str | None = None) -> KernelOptions:
     """The launch options measured fastest on an H100 (whole decode step, graph replays): the GEMV at
     M == 1, and on sm90+ programmatic dependent launch with the trigger after the main loop plus an
-    8 MB L2 prefetch. Tile configs come from tuning.tuned_options (measured per GPU model, cached);
-    without them linear_config() uses its heuristic."""
+    8 MB L2 prefetch; on the H200, decode attention's 8 MB prefetch of the output projection's
+    weights (whole step at batch 16: 4.59 -> 4.47 ms; 1 and 64 within noise). Tile configs come
+    from tuning.tuned_options (measured per GPU model, cached); without them linear_config() uses
+    its heuristic."""
     pdl = pdl_supported(device)
-    return KernelOptions(gemv_m1=True, pdl=pdl, pdl_late=True, prefetch_mb=8.0 if pdl else 0.0)
+    return KernelOptions(gemv_m1=True, pdl=pdl, pdl_late=True, prefetch_mb=8.0 if pdl else 0.0,
+                         attn_prefetch_mb=8.0 if pdl else 0.0)  # fmt: skip
 
 
 @triton.jit
@@ -127,6 +137,20 @@ def _prefetch_rows(W, pid_n, N, K, GATE_UP: tl.constexpr, BLOCK_N: tl.constexpr,
     if GATE_UP:
         tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs + N * K],
                                   dtype=tl.int32, is_pure=False, pack=1)  # fmt: skip
+
+
+@triton.jit
+def _next_lines(prog, per, total, nk, nklen, nlines, LINE: tl.constexpr, BLOCK: tl.constexpr):
+    """Element offsets, in a weight [rows, nk], of one program's share of the lines a matmul on it
+    reads first (LINE elements each): line i of `total` is line i % nlines of (row, split) =
+    divmod(i // nlines, splits), at column split * nklen of that row (nklen: the split-K slice).
+    Program `prog` takes lines [prog * per, prog * per + per); lanes past them repeat line 0."""
+    j = tl.arange(0, BLOCK)
+    i = prog * per + j
+    i = tl.where((j < per) & (i < total), i, 0)
+    t = i // nlines
+    splits = nk // nklen
+    return (t // splits).to(tl.int64) * nk + (t % splits) * nklen + (i % nlines) * LINE
 
 
 @triton.jit
@@ -421,6 +445,22 @@ def prefetch_lines(rows: int, K: int, elem_bytes: int, opts: KernelOptions) -> i
     return lines if want >= 1 else 0
 
 
+def weight_lines(M: int, w: torch.Tensor, programs: int, mb: float, opts: KernelOptions,
+                 n_sms: int) -> tuple[int, int, int, int, int, int]:  # fmt: skip
+    """(per, total, nk, nklen, nlines, BLOCK) of _next_lines: the first ~mb MB that linear() on w
+    (no silu_mul) with M rows reads first, the first nlines lines of every row at the start of
+    each split-K slice, shared out over `programs`. BLOCK 0: nothing (mb 0, or under a line per row)."""
+    rows, nk = w.shape
+    split = linear_config(opts.config_batch(M), rows, nk, opts, n_sms)[5]
+    nklen = nk // split
+    nlines = min(int(mb * 2**20 / (rows * split * 128)), max(1, nklen * w.element_size() // 128))
+    if nlines < 1:
+        return 0, 0, 1, 1, 1, 0
+    total = rows * split * nlines
+    per = triton.cdiv(total, programs)
+    return per, total, nk, nklen, nlines, triton.next_power_of_2(per)
+
+
 def linear(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -478,12 +518,12 @@ def linear(
 
 @triton.jit
 def _decode_attention_kernel(
-    QKV, POS, ROWS, COS, SIN, KC, VC, OUT, MID_O, MID_LSE,
+    QKV, POS, ROWS, COS, SIN, KC, VC, OUT, MID_O, MID_LSE, NW,
     stride_qkv, stride_o, stride_kc_r, stride_kc_s,
-    split_len, qk_scale,
+    split_len, qk_scale, nw_per, nw_total, nw_k, nw_klen, nw_lines,
     H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, GROUP: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_S: tl.constexpr, NUM_SPLITS: tl.constexpr,
-    USE_PDL: tl.constexpr,
+    USE_PDL: tl.constexpr, NW_BLOCK: tl.constexpr,
 ):  # fmt: skip
     """One (sequence, kv head, split): RoPE on q and the new k, the new k/v written into
     the cache at (row, pos), then online softmax over cached positions [0, pos) of this
@@ -491,11 +531,18 @@ def _decode_attention_kernel(
 
     Positions beyond a sequence's length are never loaded: the loop bound comes from POS,
     so the cost follows the real context length while the launch shape stays static.
+    NW_BLOCK > 0: first, this program asks for its share (_next_lines) of the next matmul's weight
+    NW into L2; it reads and writes nothing there, so it may do so before the wait.
     """
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
     HALF: tl.constexpr = D // 2
+    if NW_BLOCK > 0:
+        lines = _next_lines((b * HKV + kvh) * NUM_SPLITS + split, nw_per, nw_total, nw_k, nw_klen, nw_lines,
+                            1024 // NW.dtype.element_ty.primitive_bitwidth, NW_BLOCK)  # fmt: skip
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [NW + lines], dtype=tl.int32,
+                                  is_pure=False, pack=1)  # fmt: skip
     if USE_PDL:
         gdc_launch_dependents()
         gdc_wait()
@@ -621,10 +668,12 @@ def decode_attention(
     n_kv_heads: int,
     opts: KernelOptions,
     num_splits: int | None = None,
+    next_w: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """qkv [B, (H + 2 Hkv) D]; input_pos [B] (position of the new token); rows [B] (cache row);
     cos/sin [S, D/2] fp32; k_cache/v_cache [R, S, Hkv, D]. Writes the new k/v into the cache
-    and returns the attention output [B, H D]."""
+    and returns the attention output [B, H D]. next_w: the output projection's weight, for
+    opts.attn_prefetch_mb (with pdl; otherwise unused)."""
     B = qkv.shape[0]
     D = k_cache.shape[-1]
     # the kernel reads POS[b] and ROWS[b]: make them dense (a no-op for the usual contiguous inputs,
@@ -650,13 +699,17 @@ def decode_attention(
         mid_o = mid_lse = out  # unused
     extra = {"launch_pdl": True} if opts.pdl else {}
     qk_scale = (1.0 / math.sqrt(D)) * 1.4426950408889634  # softmax in base 2
+    plan = (0, 0, 1, 1, 1, 0)
+    if next_w is not None and opts.pdl and opts.attn_prefetch_mb > 0:
+        n_sms = _num_sms(qkv.device)
+        plan = weight_lines(B, next_w, B * n_kv_heads * num_splits, opts.attn_prefetch_mb, opts, n_sms)
     _decode_attention_kernel[(B, n_kv_heads, num_splits)](
-        qkv, input_pos, rows, cos, sin, k_cache, v_cache, out, mid_o, mid_lse,
+        qkv, input_pos, rows, cos, sin, k_cache, v_cache, out, mid_o, mid_lse, next_w if plan[-1] else out,
         qkv.stride(0), out.stride(0), k_cache.stride(0), k_cache.stride(1),
-        split_len, qk_scale,
+        split_len, qk_scale, *plan[:-1],
         H=n_heads, HKV=n_kv_heads, D=D, GROUP=group,
         BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_S=block_s, NUM_SPLITS=num_splits,
-        USE_PDL=opts.pdl, num_warps=warps, num_stages=stages, **extra,
+        USE_PDL=opts.pdl, NW_BLOCK=plan[-1], num_warps=warps, num_stages=stages, **extra,
     )  # fmt: skip
     if num_splits > 1:
         _combine_kernel[(B, n_heads)](

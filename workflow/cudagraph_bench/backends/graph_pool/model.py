@@ -172,7 +172,7 @@ class Transformer(nn.Module):
             qkv = K.linear(h, at.wqkv.weight, o, rms_norm=True, eps=self.args.norm_eps)
             cache = at.kv_cache
             a = K.decode_attention(qkv, input_pos, rows, self.rope_cos, self.rope_sin, cache.k_cache,
-                                   cache.v_cache, at.n_heads, at.n_kv_heads, o)  # fmt: skip
+                                   cache.v_cache, at.n_heads, at.n_kv_heads, o, next_w=at.wo.weight)  # fmt: skip
             K.linear(a, at.wo.weight, o, residual=h, out=h)
             x = K.linear(h, ff.w13.weight, o, rms_norm=True, eps=self.args.norm_eps, silu_mul=True)
             K.linear(x, ff.w2.weight, o, residual=h, out=h)

@@ -109,6 +109,7 @@ def cache_key(model: Transformer) -> dict:
             "pdl_late": opts.pdl_late,
             "prefetch_mb": opts.prefetch_mb,
             "gemv_m1": opts.gemv_m1,
+            "attn_prefetch_mb": opts.attn_prefetch_mb,
         },
     }
 
