@@ -115,7 +115,8 @@ def default_kernel_options(device: torch.device | str | None = None) -> KernelOp
     """The launch options measured fastest on an H100 (whole decode step, graph replays): the GEMV at
     M == 1, and on sm90+ programmatic dependent launch with the trigger after the main loop plus an
     8 MB L2 prefetch; on the H200, decode attention's 8 MB prefetch of the output projection's
-    weights (whole step at batch 16: 4.59 -> 4.47 ms; 1 and 64 within noise). Tile configs come
+    weights (whole step, three machines: batch 16 2.5-3.1% faster, batch 4 0.5-1.2%, batch 1
+    within 1.1%, batch 64 0.1-0.5% slower; 16-32 MB slower than 8). Tile configs come
     from tuning.tuned_options (measured per GPU model, cached); without them linear_config() uses
     its heuristic."""
     pdl = pdl_supported(device)
