@@ -194,9 +194,11 @@ def test_attention_window_prefetch_keeps_the_output(model, n):
     not what is computed: the step is bit-equal with it and without it."""
     from dataclasses import replace
 
+    saved = model.kernel_opts
+    if not saved.pdl:
+        pytest.skip("the prefetch runs with programmatic dependent launch (sm90+), as the shipped options do")
     # a seed of its own: another test's seed would leave that test's cache slots already holding its k/v
     tok, pos, rows = _inputs(model, n, 300 + n)
-    saved = model.kernel_opts
     outs = []
     try:
         with torch.inference_mode():
