@@ -244,6 +244,9 @@ _INTERP_SCRIPT = textwrap.dedent(
         p = tl.program_id(0)
         tl.store(OUT + p * BLOCK + tl.arange(0, BLOCK), K._next_lines(p, per, total, nk, nklen, nlines, LINE, BLOCK))
 
+    # the host's launch arithmetic in plain Python gives triton's answers
+    assert all(K._next_pow2(n) == triton.next_power_of_2(n) and K._cdiv(n, 7) == triton.cdiv(n, 7) for n in range(300))
+
     popts = K.KernelOptions(linear_configs={(16, 40, 1024): (16, 64, 4, 1, 2)})
     w_next = torch.empty(40, 1024, dtype=torch.bfloat16)
     per, total, nk, nklen, nlines, block = K.weight_lines(3, w_next, 7, 3 * 40 * 2 * 128 / 2**20, popts, 132)

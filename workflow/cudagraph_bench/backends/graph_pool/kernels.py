@@ -350,6 +350,17 @@ def _gemv_kernel(
     tl.store(Y + rn, y.to(Y.dtype.element_ty), mask=n_mask)
 
 
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the host's launch arithmetic. triton.cdiv and triton.next_power_of_2 are
+    constexpr-function wrappers, ~3 us a call: a dozen per layer in every eager step."""
+    return -(-a // b)
+
+
+def _next_pow2(n: int) -> int:
+    """The smallest power of two >= n, as triton.next_power_of_2 (which gives 0 for 0)."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
 _SM_COUNT: dict[int, int] = {}
 
 
@@ -382,7 +393,7 @@ def fits_k(K: int, cfg: tuple) -> bool:
 def linear_config(M: int, N: int, K: int, opts: KernelOptions, n_sms: int = 132) -> tuple[int, int, int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, SPLIT_K) for one matmul; BLOCK_M 1 means
     the GEMV kernel. A tuned config is (BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K])."""
-    bm = 1 if (M == 1 and opts.gemv_m1) else min(64, max(16, triton.next_power_of_2(M)))
+    bm = 1 if (M == 1 and opts.gemv_m1) else min(64, max(16, _next_pow2(M)))
     if bm == 1 and (1, N, K) in opts.linear_configs and opts.linear_configs[(1, N, K)] is None:
         bm = 16  # measured: the tensor-core kernel is faster for this shape even at M == 1
     tuned = opts.linear_configs.get((bm, N, K))
@@ -395,9 +406,9 @@ def linear_config(M: int, N: int, K: int, opts: KernelOptions, n_sms: int = 132)
         # >= ~2 programs per SM, each streaming BLOCK_N full rows
         bn = 16 if N >= 16 * n_sms else 8
         return 1, bn, _block_k(K, 512), 4, 1, 1
-    m_blocks = triton.cdiv(M, bm)
+    m_blocks = _cdiv(M, bm)
     bn = 64
-    while bn > 16 and m_blocks * triton.cdiv(N, bn) < 2 * n_sms:
+    while bn > 16 and m_blocks * _cdiv(N, bn) < 2 * n_sms:
         bn //= 2
     bk = _block_k(K, 256 if bm <= 16 else 128)
     return bm, bn, bk, 4, 4, 1
@@ -446,6 +457,9 @@ def prefetch_lines(rows: int, K: int, elem_bytes: int, opts: KernelOptions) -> i
     return lines if want >= 1 else 0
 
 
+NO_LINES = (0, 0, 1, 1, 1, 0)  # weight_lines' plan when there is nothing to prefetch (BLOCK 0)
+
+
 def weight_lines(M: int, w: torch.Tensor, programs: int, mb: float, opts: KernelOptions,
                  n_sms: int) -> tuple[int, int, int, int, int, int]:  # fmt: skip
     """(per, total, nk, nklen, nlines, BLOCK) of _next_lines: the first ~mb MB that linear() on w
@@ -456,10 +470,10 @@ def weight_lines(M: int, w: torch.Tensor, programs: int, mb: float, opts: Kernel
     nklen = nk // split
     nlines = min(int(mb * 2**20 / (rows * split * 128)), max(1, nklen * w.element_size() // 128))
     if nlines < 1:
-        return 0, 0, 1, 1, 1, 0
+        return NO_LINES
     total = rows * split * nlines
-    per = triton.cdiv(total, programs)
-    return per, total, nk, nklen, nlines, triton.next_power_of_2(per)
+    per = _cdiv(total, programs)
+    return per, total, nk, nklen, nlines, _next_pow2(per)
 
 
 def linear(
@@ -496,7 +510,7 @@ def linear(
     flags = dict(HAS_NORM=rms_norm, EPILOGUE=epilogue, EVEN_K=K % bk == 0, USE_PDL=opts.pdl,
                  PDL_LATE=opts.pdl_late, PREFETCH_LINES=prefetch_lines(w.shape[0], K, w.element_size(), opts))  # fmt: skip
     extra = {"launch_pdl": True} if opts.pdl else {}
-    grid = (triton.cdiv(M, bm) if bm > 1 else 1, triton.cdiv(N, bn), split)
+    grid = (_cdiv(M, bm) if bm > 1 else 1, _cdiv(N, bn), split)
     if split > 1:
         tiles = grid[0] * grid[1]
         ws, ss, cnt = split_k_buffers(x.device, tiles, tiles * split * bm * bn * (2 if silu_mul else 1),
@@ -653,7 +667,7 @@ def attention_splits(
         num_splits < 16 and batch * n_kv_heads * num_splits * 2 <= n_sms and (num_splits * 2) * block_s <= max_seq_len
     ):
         num_splits *= 2
-    split_len = triton.cdiv(triton.cdiv(max_seq_len, num_splits), block_s) * block_s
+    split_len = _cdiv(_cdiv(max_seq_len, num_splits), block_s) * block_s
     return num_splits, split_len
 
 
@@ -691,7 +705,7 @@ def decode_attention(
     if num_splits is None:
         num_splits, split_len = attention_splits(S, B_cfg, n_kv_heads, block_s, _num_sms(qkv.device))
     else:
-        split_len = triton.cdiv(triton.cdiv(S, num_splits), block_s) * block_s
+        split_len = _cdiv(_cdiv(S, num_splits), block_s) * block_s
     out = torch.empty((B, n_heads * D), device=qkv.device, dtype=qkv.dtype)
     if num_splits > 1:
         mid_o = torch.empty((B * n_heads * num_splits, D), device=qkv.device, dtype=torch.float32)
@@ -700,7 +714,7 @@ def decode_attention(
         mid_o = mid_lse = out  # unused
     extra = {"launch_pdl": True} if opts.pdl else {}
     qk_scale = (1.0 / math.sqrt(D)) * 1.4426950408889634  # softmax in base 2
-    plan = (0, 0, 1, 1, 1, 0)
+    plan = NO_LINES
     if next_w is not None and opts.pdl and opts.attn_prefetch_mb > 0:
         n_sms = _num_sms(qkv.device)
         plan = weight_lines(B, next_w, B * n_kv_heads * num_splits, opts.attn_prefetch_mb, opts, n_sms)
@@ -709,7 +723,7 @@ def decode_attention(
         qkv.stride(0), out.stride(0), k_cache.stride(0), k_cache.stride(1),
         split_len, qk_scale, *plan[:-1],
         H=n_heads, HKV=n_kv_heads, D=D, GROUP=group,
-        BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_S=block_s, NUM_SPLITS=num_splits,
+        BLOCK_G=max(16, _next_pow2(group)), BLOCK_S=block_s, NUM_SPLITS=num_splits,
         USE_PDL=opts.pdl, NW_BLOCK=plan[-1], num_warps=warps, num_stages=stages, **extra,
     )  # fmt: skip
     if num_splits > 1:
@@ -747,8 +761,8 @@ def silu_mul(x: torch.Tensor) -> torch.Tensor:
     n = x.shape[-1] // 2
     x2 = x.reshape(-1, 2 * n)  # a view for the usual contiguous matmul output
     y = torch.empty((x2.shape[0], n), device=x.device, dtype=x.dtype)
-    block = min(1024, triton.next_power_of_2(n))
-    _silu_mul_kernel[(x2.shape[0], triton.cdiv(n, block))](x2, y, n, x2.stride(0), y.stride(0), BLOCK=block)
+    block = min(1024, _next_pow2(n))
+    _silu_mul_kernel[(x2.shape[0], _cdiv(n, block))](x2, y, n, x2.stride(0), y.stride(0), BLOCK=block)
     return y.view(*x.shape[:-1], n)
 
 
@@ -781,5 +795,5 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         cos, sin = cos.contiguous(), sin.contiguous()
     y = torch.empty((B, T, H, D), device=x.device, dtype=x.dtype)
     _rope_kernel[(B * T,)](x, cos, sin, y, T, x.stride(0), x.stride(1), x.stride(2), cos.stride(0), cos.stride(1),
-                           H=H, HALF=D // 2, BLOCK_H=triton.next_power_of_2(H))  # fmt: skip
+                           H=H, HALF=D // 2, BLOCK_H=_next_pow2(H))  # fmt: skip
     return y
