@@ -125,6 +125,14 @@ def default_kernel_options(device: torch.device | str | None = None) -> KernelOp
 
 
 @triton.jit
+def _l2_prefetch(ptrs):
+    """Ask for the 128-byte line of every pointer into L2 (PTX prefetch.global.L2): no register
+    result, no write; the dummy result keeps the asm from being dropped."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)  # fmt: skip
+
+
+@triton.jit
 def _prefetch_rows(W, pid_n, N, K, GATE_UP: tl.constexpr, BLOCK_N: tl.constexpr, LINES: tl.constexpr):
     """Ask for the first LINES 128-byte lines of this program's BLOCK_N weight rows into L2.
 
@@ -132,12 +140,9 @@ def _prefetch_rows(W, pid_n, N, K, GATE_UP: tl.constexpr, BLOCK_N: tl.constexpr,
     rows = tl.minimum(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), N - 1)
     cols = tl.arange(0, LINES) * (1024 // W.dtype.element_ty.primitive_bitwidth)  # one element per line
     ptrs = W + rows.to(tl.int64)[:, None] * K + cols[None, :]
-    # the dummy result keeps the asm alive
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
-                              is_pure=False, pack=1)  # fmt: skip
+    _l2_prefetch(ptrs)
     if GATE_UP:
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs + N * K],
-                                  dtype=tl.int32, is_pure=False, pack=1)  # fmt: skip
+        _l2_prefetch(ptrs + N * K)
 
 
 @triton.jit
@@ -556,8 +561,7 @@ def _decode_attention_kernel(
     if NW_BLOCK > 0:
         lines = _next_lines((b * HKV + kvh) * NUM_SPLITS + split, nw_per, nw_total, nw_k, nw_klen, nw_lines,
                             1024 // NW.dtype.element_ty.primitive_bitwidth, NW_BLOCK)  # fmt: skip
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [NW + lines], dtype=tl.int32,
-                                  is_pure=False, pack=1)  # fmt: skip
+        _l2_prefetch(NW + lines)
     if USE_PDL:
         gdc_launch_dependents()
         gdc_wait()
