@@ -200,7 +200,7 @@ def test_ctrl_c_cancels_the_jobs_this_run_submitted(slurm_cluster, workdir):
     ids = [rec["job_id"] for rec in reg.values()]
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert "Cancelled 4 job(s) this run submitted" in err
+    assert "Cancelled 4 job(s) this run submitted" in err, err[-6000:]
     states = wait_for(lambda: (s := sacct(ids)) and all(r["State"] == "CANCELLED" for r in s.values()) and s,
                       what="every job CANCELLED in sacct")  # fmt: skip
     assert sorted(states) == sorted(ids)
