@@ -168,3 +168,43 @@ def test_damaged_registry_is_kept_aside(tmp_path):
     reg = JobRegistry(tmp_path / "jobs.json")
     assert reg.get("x") is None
     assert (tmp_path / "jobs.damaged.json").read_text() == "{not json"
+
+
+def test_ctrl_c_during_a_status_check_cancels_the_jobs_it_holds(tmp_path, caplog):
+    """Snakemake's status thread takes the jobs it polls out of active_jobs until the poll returns
+    (RemoteExecutor._wait_for_jobs); a Ctrl-C in that window hands cancel_jobs only the jobs
+    submitted since. Every unfinished job of the run must be cancelled all the same: this was the
+    Slurm test's flaky 'Cancelled 1 job(s)' under load."""
+    import logging
+    import threading
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_submitit import Executor
+    from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+
+    class FakeJob:
+        def __init__(self, job_id):
+            self.job_id, self.cancelled = job_id, False
+
+        def cancel(self, check):
+            self.cancelled = True
+
+    ex = Executor.__new__(Executor)  # the parts cancel_jobs uses, without a workflow to build it
+    ex.logger = logging.getLogger("test-executor")
+    ex.registry = JobRegistry(tmp_path / "jobs.json")
+    ex.gpus_held, ex.live, ex._live_lock = {}, {}, threading.Lock()
+    ex.workflow = SimpleNamespace(scheduler=SimpleNamespace(submit_callback=lambda job: None))
+    ex.active_jobs, ex.lock = [], threading.Lock()
+    jobs = [FakeJob(str(i)) for i in range(4)]
+    for j in jobs:
+        ex.registry.record(f"results/cell{j.job_id}.json", j.job_id, "slurm", str(tmp_path))
+        ex._report_live(SubmittedJobInfo(SimpleNamespace(register=lambda external_jobid: None), external_jobid=j.job_id,
+                                         aux={"submitit_job": j, "keys": [f"results/cell{j.job_id}.json"]}))  # fmt: skip
+    polled = list(ex.active_jobs)  # a status check under way holds jobs 0..2; job 3 came after it began
+    ex.active_jobs[:] = ex.active_jobs[3:]
+    ex._finished(polled[0].external_jobid)  # the poll saw job 0 finish
+    with caplog.at_level(logging.INFO, logger="test-executor"):
+        ex.cancel_jobs(list(ex.active_jobs))  # what RemoteExecutor.cancel() passes on Ctrl-C
+    assert [j.cancelled for j in jobs] == [False, True, True, True]
+    assert "Cancelled 3 job(s) this run submitted" in caplog.text
+    assert ex.live == {} and [ex.registry.get(f"results/cell{i}.json") for i in range(1, 4)] == [None] * 3

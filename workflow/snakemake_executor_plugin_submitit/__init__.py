@@ -6,6 +6,7 @@ cancels; the rule body runs inside the submitted job. Select it with
 """
 
 import os
+import threading
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,12 @@ class Executor(RemoteExecutor):
         self.progress = Progress(self.logger)
         self.sacct_calls = 0
         self.gpus_held: dict[str, list[int]] = {}  # local launcher: job id -> the GPUs its cell runs on
+        # Every job this run submitted or re-attached to and has not seen finish, by job id. Ctrl-C
+        # cancels these, not just Snakemake's active_jobs: while a status check is under way,
+        # Snakemake takes the jobs it polls out of that list (RemoteExecutor._wait_for_jobs), so a
+        # Ctrl-C during a poll would leave them running on the cluster.
+        self.live: dict[str, SubmittedJobInfo] = {}
+        self._live_lock = threading.Lock()
         self._poll_s = self.settings.min_poll_s
         self.next_seconds_between_status_checks = self._poll_s
 
@@ -76,7 +83,7 @@ class Executor(RemoteExecutor):
         if attached is not None:
             for key in keys:
                 self.progress.attached(key, attached.job_id)
-            self.report_job_submission(
+            self._report_live(
                 SubmittedJobInfo(job, external_jobid=attached.job_id, aux={"submitit_job": attached, "keys": keys})
             )
             return
@@ -99,10 +106,18 @@ class Executor(RemoteExecutor):
         for key in keys:
             self.registry.record(key, sjob.job_id, self.settings.launcher, str(self.folder / "jobs"))
             self.progress.submitted(key, sjob.job_id)
-        self.report_job_submission(
-            SubmittedJobInfo(job, external_jobid=sjob.job_id, aux={"submitit_job": sjob, "keys": keys})
-        )
+        self._report_live(SubmittedJobInfo(job, external_jobid=sjob.job_id, aux={"submitit_job": sjob, "keys": keys}))
         self._poll_s = self.settings.min_poll_s
+
+    def _report_live(self, info: SubmittedJobInfo) -> None:
+        """Hand a submitted (or re-attached) job to Snakemake, and keep it among the live ones."""
+        with self._live_lock:
+            self.live[info.external_jobid] = info
+        self.report_job_submission(info)
+
+    def _finished(self, job_id: str) -> None:
+        with self._live_lock:
+            self.live.pop(job_id, None)
 
     def _reattach(self, job: JobExecutorInterface, key: str):
         """A Slurm job this cell already has in the queue (from a run that died), or None."""
@@ -137,6 +152,7 @@ class Executor(RemoteExecutor):
             if kind == status.RUNNING:
                 yield info
                 continue
+            self._finished(sjob.job_id)
             self.gpus_held.pop(sjob.job_id, None)
             if kind == status.SUCCESS:
                 for key in keys:
@@ -164,8 +180,13 @@ class Executor(RemoteExecutor):
     # -- cancellation -----------------------------------------------------------------
 
     def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]):
+        """Cancel every job of this run that has not finished: Snakemake's active_jobs and the live
+        ones a status check under way holds (self.live)."""
+        with self._live_lock:
+            unfinished = {info.external_jobid: info for info in [*active_jobs, *self.live.values()]}
+            self.live.clear()
         ids = []
-        for info in active_jobs:
+        for info in unfinished.values():
             sjob = info.aux["submitit_job"]
             try:
                 sjob.cancel(check=False)
