@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from types import SimpleNamespace
 
 from snakemake_executor_plugin_submitit import Executor, status
@@ -164,6 +165,7 @@ def test_a_job_of_two_cells_counts_and_finishes_as_two():
     keys = [f"results/raw/h200/vllm/{w}/cudagraph/single.json" for w in ("serving_inf", "serving_rr6")]
     job = SimpleNamespace(job_id="7", state="FINISHED", exception=lambda: None)
     info = SimpleNamespace(aux={"submitit_job": job, "keys": keys})
+    ex.live, ex._live_lock = {"7": info, "8": SimpleNamespace()}, threading.Lock()  # what Ctrl-C would cancel
     ex.report_job_success = lambda info: None
     for key in keys:
         ex.progress.submitted(key, "7")
@@ -174,3 +176,4 @@ def test_a_job_of_two_cells_counts_and_finishes_as_two():
     assert asyncio.run(one_poll()) == []
     assert log.lines[-1] == "cells: 2 submitted, 0 pending, 0 running, 2 done, 0 failed"
     assert ex.gpus_held == {"8": [0]}  # the finished job's GPU is free for the next cell
+    assert list(ex.live) == ["8"]  # a finished job is no longer one to cancel
