@@ -180,13 +180,13 @@ class Executor(RemoteExecutor):
     # -- cancellation -----------------------------------------------------------------
 
     def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]):
-        """Cancel every job of this run that has not finished: Snakemake's active_jobs and the live
-        ones a status check under way holds (self.live)."""
+        """Cancel every job of this run that has not finished: self.live, of which Snakemake's
+        active_jobs are a part (it lacks those a status check under way holds)."""
         with self._live_lock:
-            unfinished = {info.external_jobid: info for info in [*active_jobs, *self.live.values()]}
+            unfinished = list(self.live.values())
             self.live.clear()
         ids = []
-        for info in unfinished.values():
+        for info in unfinished:
             sjob = info.aux["submitit_job"]
             try:
                 sjob.cancel(check=False)
