@@ -2,7 +2,6 @@
 
     linear(norm)            qkv = rmsnorm(h) @ Wqkv^T         RMSNorm fused into the matmul
     decode_attention        rope(q, k); cache[row, pos] = k, v; o = softmax(q K^T) V over 0..pos
-                            (split over positions: the last split to finish merges the others)
     linear(residual)        h += o @ Wo^T                     residual add fused, in place
     linear(norm, silu_mul)  a = silu(x @ Wg^T) * (x @ Wu^T)   gate and up in one pass
     linear(residual)        h += a @ Wd^T
@@ -80,9 +79,6 @@ class KernelOptions:
     attn_prefetch_mb: decode attention's programs, before they wait on the qkv matmul, ask for the
     first ~this many MB of the output projection's weights into L2 (decode_attention(next_w=...)):
     attention reads little and waits on latency, so HBM has room to start the next matmul's stream.
-    tail_prefetch_mb: each matmul's programs, once their own stream is done, ask for their share of
-    the first ~this many MB of the next matmul's weights into L2 (linear(next_w=...)): HBM keeps
-    streaming through the kernel's tail and the boundary, and the next kernel starts from L2.
     """
 
     pdl: bool = False
@@ -95,7 +91,6 @@ class KernelOptions:
     attn_configs: dict = field(default_factory=dict)
     size_classes: tuple = ()
     attn_prefetch_mb: float = 0.0
-    tail_prefetch_mb: float = 0.0
 
     def config_batch(self, n: int) -> int:
         """The batch size whose configs a batch of n uses (size_classes)."""
@@ -115,7 +110,6 @@ class KernelOptions:
             "attn_configs": {str(k): v for k, v in self.attn_configs.items()},
             "size_classes": list(self.size_classes),
             "attn_prefetch_mb": self.attn_prefetch_mb,
-            "tail_prefetch_mb": self.tail_prefetch_mb,
         }
 
 
@@ -208,14 +202,13 @@ def _split_k_reduce(WS, SS, CNT, tile, pid_s, acc, acc_up, ss,
 
 @triton.jit
 def _linear_kernel(
-    X, W, Y, RES, WS, SS, CNT, NW,
+    X, W, Y, RES, WS, SS, CNT,
     M, N, K,
     stride_xm, stride_ym, stride_rm,
-    eps, nw_per, nw_total, nw_k, nw_klen, nw_lines,
+    eps,
     HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, EVEN_K: tl.constexpr,
     USE_PDL: tl.constexpr, PDL_LATE: tl.constexpr, PREFETCH_LINES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    NW_BLOCK: tl.constexpr,
 ):  # fmt: skip
     """Y[M, N] = epilogue(rms(X) * (X[M, K] @ W[N, K]^T)) on tensor cores (M padded to BLOCK_M >= 16).
 
@@ -228,8 +221,6 @@ def _linear_kernel(
     SPLIT_K > 1: program (m, n, s) streams the s-th of SPLIT_K equal slices of K (K divisible by
     SPLIT_K * BLOCK_K), so a matmul with few output tiles still keeps every SM streaming weights;
     the slices meet in _split_k_reduce (WS, SS: fp32 scratch; CNT: per-tile counters, zero).
-    NW_BLOCK > 0: after its main loop, this program asks for its share (_next_lines) of the head of
-    the next matmul's weight NW into L2 (touches no output, so the next kernel's wait is unchanged).
     """
     # m varies fastest so programs that share a weight tile run together (L2 reuse for M > BLOCK_M).
     pid_m = tl.program_id(0)
@@ -273,10 +264,6 @@ def _linear_kernel(
             acc_up = tl.dot(x, wu, acc_up)
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
-    if NW_BLOCK > 0:
-        prog = (pid_s * tl.num_programs(1) + pid_n) * tl.num_programs(0) + pid_m
-        _l2_prefetch(NW + _next_lines(prog, nw_per, nw_total, nw_k, nw_klen, nw_lines,
-                                      1024 // NW.dtype.element_ty.primitive_bitwidth, NW_BLOCK))  # fmt: skip
     if USE_PDL:
         if PDL_LATE:
             gdc_launch_dependents()
@@ -305,15 +292,15 @@ def _linear_kernel(
 
 @triton.jit
 def _gemv_kernel(
-    X, W, Y, RES, WS, SS, CNT, NW,
+    X, W, Y, RES, WS, SS, CNT,
     N, K,
-    eps, nw_per, nw_total, nw_k, nw_klen, nw_lines,
+    eps,
     HAS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, EVEN_K: tl.constexpr,
     USE_PDL: tl.constexpr, PDL_LATE: tl.constexpr, PREFETCH_LINES: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, NW_BLOCK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
 ):  # fmt: skip
     """The M == 1 case on CUDA cores: 16-byte loads along K, one reduction at the end.
-    SPLIT_K > 1: program (n, s) streams the s-th slice of K, as in _linear_kernel; NW_BLOCK as there."""
+    SPLIT_K > 1: program (n, s) streams the s-th slice of K, as in _linear_kernel."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     k_len = K // SPLIT_K
@@ -350,9 +337,6 @@ def _gemv_kernel(
                 wu = tl.load(w_ptrs + N * K, mask=n_mask[:, None] & k_mask[None, :], other=0.0)
             acc_up += wu.to(tl.float32) * x[None, :]
         w_ptrs += BLOCK_K
-    if NW_BLOCK > 0:
-        _l2_prefetch(NW + _next_lines(pid_s * tl.num_programs(0) + pid_n, nw_per, nw_total, nw_k, nw_klen, nw_lines,
-                                      1024 // NW.dtype.element_ty.primitive_bitwidth, NW_BLOCK))  # fmt: skip
     if USE_PDL:
         if PDL_LATE:
             gdc_launch_dependents()
@@ -491,13 +475,12 @@ NO_LINES = (0, 0, 1, 1, 1, 0)  # weight_lines' plan when there is nothing to pre
 
 
 def weight_lines(M: int, w: torch.Tensor, programs: int, mb: float, opts: KernelOptions,
-                 n_sms: int, silu_mul: bool = False) -> tuple[int, int, int, int, int, int]:  # fmt: skip
+                 n_sms: int) -> tuple[int, int, int, int, int, int]:  # fmt: skip
     """(per, total, nk, nklen, nlines, BLOCK) of _next_lines: the first ~mb MB that linear() on w
-    (with silu_mul as given: gate and up rows alike) with M rows reads first, the first nlines lines
-    of every row at the start of each split-K slice, shared out over `programs`. BLOCK 0: nothing
-    (mb 0, or under a line per row)."""
+    (no silu_mul) with M rows reads first, the first nlines lines of every row at the start of
+    each split-K slice, shared out over `programs`. BLOCK 0: nothing (mb 0, or under a line per row)."""
     rows, nk = w.shape
-    split = linear_config(opts.config_batch(M), rows // 2 if silu_mul else rows, nk, opts, n_sms)[5]
+    split = linear_config(opts.config_batch(M), rows, nk, opts, n_sms)[5]
     nklen = nk // split
     nlines = min(int(mb * 2**20 / (rows * split * 128)), max(1, nklen * w.element_size() // 128))
     if nlines < 1:
@@ -518,8 +501,6 @@ def linear(
     silu_mul: bool = False,
     out: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
-    next_w: torch.Tensor | None = None,
-    next_silu_mul: bool = False,
 ) -> torch.Tensor:
     """epilogue(x / rms(x) @ w.T) for x [M, K] (unit column stride), w [N', K] contiguous.
 
@@ -527,8 +508,6 @@ def linear(
     must already be folded into w.
     residual: [M, N] added after the matmul (may be `out`, for an in-place update).
     silu_mul: w holds gate rows then up rows ([2N, K]); returns silu(gate) * up [M, N].
-    next_w: the weight of the matmul that comes next (next_silu_mul: a gate-and-up one), for
-    opts.tail_prefetch_mb (with pdl; otherwise unused).
     """
     if rms_norm and eps is None:
         raise ValueError("linear(rms_norm=True) needs eps, the model's norm_eps")
@@ -552,28 +531,23 @@ def linear(
                                       tiles * split * bm)  # fmt: skip
     else:
         ws = ss = cnt = out  # unused
-    plan = NO_LINES
-    if next_w is not None and opts.pdl and opts.tail_prefetch_mb > 0:
-        programs = grid[0] * grid[1] * grid[2]
-        plan = weight_lines(M, next_w, programs, opts.tail_prefetch_mb, opts, _num_sms(x.device), next_silu_mul)
-    nw = next_w if plan[-1] else w
     if bm == 1:
         _gemv_kernel[grid[1:]](
-            x, w, out, r, ws, ss, cnt, nw, N, K, eps, *plan[:-1], **flags, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split,
-            NW_BLOCK=plan[-1], num_warps=warps, num_stages=stages, **extra,
+            x, w, out, r, ws, ss, cnt, N, K, eps, **flags, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split,
+            num_warps=warps, num_stages=stages, **extra,
         )  # fmt: skip
     else:
         _linear_kernel[grid](
-            x, w, out, r, ws, ss, cnt, nw, M, N, K, x.stride(0), out.stride(0), r.stride(0), eps, *plan[:-1],
-            **flags, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split, NW_BLOCK=plan[-1], num_warps=warps,
-            num_stages=stages, **extra,
+            x, w, out, r, ws, ss, cnt, M, N, K, x.stride(0), out.stride(0), r.stride(0), eps,
+            **flags, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=split, num_warps=warps, num_stages=stages,
+            **extra,
         )  # fmt: skip
     return out
 
 
 @triton.jit
 def _decode_attention_kernel(
-    QKV, POS, ROWS, COS, SIN, KC, VC, OUT, MID_O, MID_LSE, CNT, NW,
+    QKV, POS, ROWS, COS, SIN, KC, VC, OUT, MID_O, MID_LSE, NW,
     stride_qkv, stride_o, stride_kc_r, stride_kc_s,
     split_len, qk_scale, nw_per, nw_total, nw_k, nw_klen, nw_lines,
     H: tl.constexpr, HKV: tl.constexpr, D: tl.constexpr, GROUP: tl.constexpr,
@@ -586,9 +560,6 @@ def _decode_attention_kernel(
 
     Positions beyond a sequence's length are never loaded: the loop bound comes from POS,
     so the cost follows the real context length while the launch shape stays static.
-    NUM_SPLITS > 1: each split stores its partial result (MID_O, MID_LSE); the last of a (sequence,
-    kv head)'s splits to finish (CNT: a counter per pair, zero) merges them in split order, so the
-    output has the same bits whichever split comes last, and resets the counter for the next launch.
     NW_BLOCK > 0: first, this program asks for its share (_next_lines) of the next matmul's weight
     NW into L2; it reads and writes nothing there, so it may do so before the wait.
     """
@@ -664,32 +635,35 @@ def _decode_attention_kernel(
         m_i = m_new
 
     h = kvh * GROUP + g
-    out_ptrs = OUT + b * stride_o + h[:, None] * D + dd[None, :]
     if NUM_SPLITS == 1:
-        tl.store(out_ptrs, (acc / l_i[:, None]).to(OUT.dtype.element_ty), mask=g_mask[:, None])
+        o = acc / l_i[:, None]
+        tl.store(OUT + b * stride_o + h[:, None] * D + dd[None, :], o.to(OUT.dtype.element_ty), mask=g_mask[:, None])
     else:
         # empty splits (start >= pos, not first) leave l_i = 0: store 0 and lse = -inf
         safe_l = tl.where(l_i > 0, l_i, 1.0)
         mid = (b * H + h) * NUM_SPLITS + split
         tl.store(MID_O + mid[:, None] * D + dd[None, :], acc / safe_l[:, None], mask=g_mask[:, None])
         tl.store(MID_LSE + mid, m_i + tl.log2(l_i), mask=g_mask)
-        tl.debug_barrier()  # every thread's partial is written before the counter says so
-        pair = b * HKV + kvh
-        done = tl.atomic_add(CNT + pair, 1, sem="acq_rel")
-        if done == NUM_SPLITS - 1:
-            base = (b * H + h) * NUM_SPLITS
-            m = tl.full((BLOCK_G,), float("-inf"), dtype=tl.float32)
-            for s in tl.static_range(NUM_SPLITS):
-                m = tl.maximum(m, tl.load(MID_LSE + base + s, mask=g_mask, other=0.0))
-            num = tl.zeros((BLOCK_G, D), dtype=tl.float32)
-            den = tl.zeros((BLOCK_G,), dtype=tl.float32)
-            for s in tl.static_range(NUM_SPLITS):
-                w = tl.exp2(tl.load(MID_LSE + base + s, mask=g_mask, other=0.0) - m)  # 0 for an empty split
-                num += w[:, None] * tl.load(MID_O + (base + s)[:, None] * D + dd[None, :], mask=g_mask[:, None],
-                                            other=0.0)  # fmt: skip
-                den += w
-            tl.store(out_ptrs, (num / den[:, None]).to(OUT.dtype.element_ty), mask=g_mask[:, None])
-            tl.atomic_xchg(CNT + pair, 0)
+
+
+@triton.jit
+def _combine_kernel(MID_O, MID_LSE, OUT, stride_o, H: tl.constexpr, D: tl.constexpr, NUM_SPLITS: tl.constexpr,
+                    USE_PDL: tl.constexpr):  # fmt: skip
+    """Merge the per-split partial softmax results of one (sequence, head)."""
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    if USE_PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+    sp = tl.arange(0, NUM_SPLITS)
+    dd = tl.arange(0, D)
+    base = (b * H + h) * NUM_SPLITS
+    lse = tl.load(MID_LSE + base + sp)  # [NUM_SPLITS]
+    mo = tl.load(MID_O + (base + sp)[:, None] * D + dd[None, :])
+    m = tl.max(lse, axis=0)
+    w = tl.exp2(lse - m)
+    o = tl.sum(mo * w[:, None], axis=0) / tl.sum(w, axis=0)
+    tl.store(OUT + b * stride_o + h * D + dd, o.to(OUT.dtype.element_ty))
 
 
 def attention_splits(
@@ -749,9 +723,8 @@ def decode_attention(
     if num_splits > 1:
         mid_o = torch.empty((B * n_heads * num_splits, D), device=qkv.device, dtype=torch.float32)
         mid_lse = torch.empty((B * n_heads * num_splits,), device=qkv.device, dtype=torch.float32)
-        cnt = _scratch(qkv.device, "attention_counters", B * n_kv_heads, torch.int32)
     else:
-        mid_o = mid_lse = cnt = out  # unused
+        mid_o = mid_lse = out  # unused
     extra = {"launch_pdl": True} if opts.pdl else {}
     qk_scale = (1.0 / math.sqrt(D)) * 1.4426950408889634  # softmax in base 2
     plan = NO_LINES
@@ -759,13 +732,18 @@ def decode_attention(
         n_sms = _num_sms(qkv.device)
         plan = weight_lines(B, next_w, B * n_kv_heads * num_splits, opts.attn_prefetch_mb, opts, n_sms)
     _decode_attention_kernel[(B, n_kv_heads, num_splits)](
-        qkv, input_pos, rows, cos, sin, k_cache, v_cache, out, mid_o, mid_lse, cnt, next_w if plan[-1] else out,
+        qkv, input_pos, rows, cos, sin, k_cache, v_cache, out, mid_o, mid_lse, next_w if plan[-1] else out,
         qkv.stride(0), out.stride(0), k_cache.stride(0), k_cache.stride(1),
         split_len, qk_scale, *plan[:-1],
         H=n_heads, HKV=n_kv_heads, D=D, GROUP=group,
         BLOCK_G=max(16, _next_pow2(group)), BLOCK_S=block_s, NUM_SPLITS=num_splits,
         USE_PDL=opts.pdl, NW_BLOCK=plan[-1], num_warps=warps, num_stages=stages, **extra,
     )  # fmt: skip
+    if num_splits > 1:
+        _combine_kernel[(B, n_heads)](
+            mid_o, mid_lse, out, out.stride(0), H=n_heads, D=D, NUM_SPLITS=num_splits, USE_PDL=opts.pdl,
+            num_warps=4, **extra,
+        )  # fmt: skip
     return out
 
 

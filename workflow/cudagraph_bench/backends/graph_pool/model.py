@@ -167,17 +167,15 @@ class Transformer(nn.Module):
 
         o = self.kernel_opts
         h = self.tok_embeddings(tokens)  # [B, D], updated in place by the residual epilogues
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             at, ff = layer.attention, layer.feed_forward
-            # next_w: the weight the next matmul streams, for the kernels' L2 prefetches (kernel options)
-            after = self.layers[i + 1].attention.wqkv.weight if i + 1 < len(self.layers) else self.output.weight
             qkv = K.linear(h, at.wqkv.weight, o, rms_norm=True, eps=self.args.norm_eps)
             cache = at.kv_cache
             a = K.decode_attention(qkv, input_pos, rows, self.rope_cos, self.rope_sin, cache.k_cache,
                                    cache.v_cache, at.n_heads, at.n_kv_heads, o, next_w=at.wo.weight)  # fmt: skip
-            K.linear(a, at.wo.weight, o, residual=h, out=h, next_w=ff.w13.weight, next_silu_mul=True)
-            x = K.linear(h, ff.w13.weight, o, rms_norm=True, eps=self.args.norm_eps, silu_mul=True, next_w=ff.w2.weight)
-            K.linear(x, ff.w2.weight, o, residual=h, out=h, next_w=after)
+            K.linear(a, at.wo.weight, o, residual=h, out=h)
+            x = K.linear(h, ff.w13.weight, o, rms_norm=True, eps=self.args.norm_eps, silu_mul=True)
+            K.linear(x, ff.w2.weight, o, residual=h, out=h)
         return K.linear(h, self.output.weight, o, rms_norm=True, eps=self.args.norm_eps,
                         out=out, out_dtype=torch.float32)  # fmt: skip
 

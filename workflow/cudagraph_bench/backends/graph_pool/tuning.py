@@ -26,9 +26,8 @@ import torch
 
 from .model import Transformer
 
-CACHE_FORMAT = 7  # 2: configs may carry SPLIT_K; 3: the M == 1 kernel is chosen in the whole step; 4: attention;
-# 5: eight-way split-K candidates; 6: the tensor-core kernel's norm from x @ x^T (every timing changed);
-# 7: split decode attention merges in its last split (no combine kernel: split timings changed)
+CACHE_FORMAT = 6  # 2: configs may carry SPLIT_K; 3: the M == 1 kernel is chosen in the whole step; 4: attention;
+# 5: eight-way split-K candidates; 6: the tensor-core kernel's norm from x @ x^T (every timing changed)
 
 # bucket (BLOCK_M used) -> candidate (BLOCK_N, BLOCK_K, num_warps, num_stages[, SPLIT_K]); bucket 1 is
 # the GEMV. Split-K candidates let a matmul with few output tiles (qkv, o, down) fill every SM with
@@ -111,7 +110,6 @@ def cache_key(model: Transformer) -> dict:
             "prefetch_mb": opts.prefetch_mb,
             "gemv_m1": opts.gemv_m1,
             "attn_prefetch_mb": opts.attn_prefetch_mb,
-            "tail_prefetch_mb": opts.tail_prefetch_mb,
         },
     }
 
