@@ -36,7 +36,12 @@ overlap, 3.56/3.50/3.64/4.92 ms, the HBM floor at bs 1-16: each kernel streams a
 excess is the waits at kernel boundaries. Measured and rejected: waiting on a per-kernel counter of
 written tiles instead of gdc_wait() (correct, 4-8% slower), and triggering right after the wait
 (up to 26% slower at bs 16): programs that launch early and wait take the SMs' room from the kernel
-still running.
+still running. Also measured and rejected (ac450d6, one H200, whole graph steps against these kernels
+at 4.34-4.37/4.55-4.62/4.51-4.53/5.37-5.38 ms): the split attention merged by its last split behind a
+counter instead of the combine kernel, 4.36/4.66/4.51/5.37 ms (no launch saved is worth the serial merge
+at the tail); every matmul asking for the head of the next one's weights into L2 after its own stream,
+slower at every size and more so the more it asks for (bs 16: 4.60/4.67/4.82 ms at 4/8/16 MB): those
+requests compete with the kernel's last loads, which the next kernel waits on.
 """
 
 from __future__ import annotations
