@@ -193,9 +193,38 @@ def test_measure_refusals():
         measure("latency", "eager", 1, TINY, {"input_len": 4, "output_len": 2}, dict(SETTINGS, device="cuda"))
 
 
-def test_measure_startup_eager_on_cpu():
-    m = measure("startup", "eager", None, TINY, {}, SETTINGS)["metrics"]
+def test_measure_startup_eager_on_cpu(monkeypatch, tmp_path):
+    from cudagraph_bench.backends.graph_pool import measure as gm
+
+    # a node whose caches are warm: the startup cell must not see them
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    seen = []
+    make_model = gm.make_model
+
+    def spy(*a, **k):
+        seen.append({v: os.environ[v] for v in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")})
+        return make_model(*a, **k)
+
+    monkeypatch.setattr(gm, "make_model", spy)
+    out = measure("startup", "eager", None, TINY, {}, SETTINGS)
+    m = out["metrics"]
     assert m["startup_s"] >= m["weight_init_s"] > 0
+    assert out["details"]["compile_cache"] == gm.COLD_CACHES
+    (env,) = seen
+    assert env["TRITON_CACHE_DIR"] == os.path.join(env["TORCHINDUCTOR_CACHE_DIR"], "triton")
+    assert not env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
+    assert not os.path.exists(env["TORCHINDUCTOR_CACHE_DIR"])  # removed after the cell
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "triton")  # and the node's put back
+
+
+def test_cold_compile_caches_start_empty():
+    from cudagraph_bench.backends.graph_pool.measure import cold_compile_caches
+
+    with cold_compile_caches():
+        inductor = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        assert os.listdir(inductor) == [] and os.environ["TRITON_CACHE_DIR"].startswith(inductor)
+    assert not os.path.exists(inductor)
 
 
 def test_bytes_per_step_llama_8b():

@@ -1,6 +1,8 @@
 """The torch.compile peer on the CPU: the model decodes what a full forward computes, and its
 eager cells measure; the compiled modes are CUDA-only and say so."""
 
+import os
+
 import pytest
 import torch
 from cudagraph_bench.backends import torch_compile as tc
@@ -34,8 +36,20 @@ def test_eager_latency_cell_on_the_cpu_names_units():
     assert m["step_host_ms_median"] > 0  # the host's time to issue each timed step
 
 
-def test_startup_eager_and_cuda_only_modes():
-    assert tc.measure("startup", "eager", None, TINY, {}, SETTINGS)["metrics"]["startup_s"] > 0
+def test_startup_eager_and_cuda_only_modes(monkeypatch, tmp_path):
+    # the startup cell compiles with empty caches of its own, not the node's
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    seen = []
+    build = tc.build
+    monkeypatch.setattr(
+        tc, "build", lambda *a, **k: seen.append(os.environ["TORCHINDUCTOR_CACHE_DIR"]) or build(*a, **k)
+    )
+    out = tc.measure("startup", "eager", None, TINY, {}, SETTINGS)
+    assert out["metrics"]["startup_s"] > 0 and out["details"]["compile_cache"] == tc.COLD_CACHES
+    assert len(seen) == 1 and seen[0] != str(tmp_path) and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path)
+    # a latency cell keeps the node's caches
+    tc.measure("latency", "eager", 1, TINY, {"input_len": 4, "output_len": 3}, SETTINGS)
+    assert seen[1] == str(tmp_path)
     if torch.cuda.is_available():
         pytest.skip("the refusals below are for machines without CUDA")
     for mode in ("compile_nograph", "cudagraph"):

@@ -14,6 +14,7 @@ benchmark script can reuse one model across many measurements:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
@@ -158,9 +159,16 @@ def make_model(args: ModelArgs, device: torch.device, seed: int, backend: str = 
 
 
 def _measure_startup(mode: str, args: ModelArgs, s: dict, device: torch.device) -> dict:
+    with cold_compile_caches():
+        out = _startup(mode, args, s, device)
+    out["details"]["compile_cache"] = COLD_CACHES
+    return out
+
+
+def _startup(mode: str, args: ModelArgs, s: dict, device: torch.device) -> dict:
     t0 = time.perf_counter()
     model, info = make_model(args, device, s["seed"], s["backend"], max_batch=max(s["capture_sizes"]))
-    # first decode step: Triton JIT compilation or loading from its disk cache, cuBLAS handles
+    # first decode step: Triton JIT compilation (the caches are empty), cuBLAS handles
     t1 = time.perf_counter()
     tok, pos, rows = _decode_inputs(model, 1, 0, device, s["seed"])
     with torch.inference_mode():
@@ -410,6 +418,23 @@ def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
 def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+COLD_CACHES = "fresh (cold start): empty Inductor and Triton caches of the cell's own"
+
+
+@contextlib.contextmanager
+def cold_compile_caches():
+    """Run the block with empty Inductor and Triton compile caches (torch's fresh_cache: a new
+    TORCHINDUCTOR_CACHE_DIR with TRITON_CACHE_DIR inside it, removed afterwards), so a startup cell
+    measures a cold start whatever ran on the node before, as vLLM's startup cells do (a fresh
+    VLLM_CACHE_ROOT). The graph pool's tile configs still come from its tuning cache (tuning.py): a
+    measurement made once per GPU model, which the cell's details.tuning records as hit or miss."""
+    from torch._inductor import utils
+
+    fresh = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache  # the older name
+    with fresh():
+        yield
 
 
 def _decode_inputs(model: Transformer, batch: int, pos: int, device, seed: int):
