@@ -429,7 +429,10 @@ def cold_compile_caches():
     TORCHINDUCTOR_CACHE_DIR with TRITON_CACHE_DIR inside it, removed afterwards), so a startup cell
     measures a cold start whatever ran on the node before, as vLLM's startup cells do (a fresh
     VLLM_CACHE_ROOT). The graph pool's tile configs still come from its tuning cache (tuning.py): a
-    measurement made once per GPU model, which the cell's details.tuning records as hit or miss."""
+    measurement made once per GPU model, which the cell's details.tuning records as hit or miss.
+    Entering it imports torch._inductor (torch._dynamo, sympy, Triton), so a start-up timed inside
+    it counts from a process that has those loaded, as it has torch; before, the first model build
+    paid for those imports (~1.3 s of the H200 cells' weight_init_s)."""
     from torch._inductor import utils
 
     fresh = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache  # the older name
