@@ -144,6 +144,18 @@ def test_nothing_is_cut_off_at_the_figure_edges(drawn, name):
         assert e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1 and e.y0 >= box.y0 - 1 and e.y1 <= box.y1 + 1, (name, e)
 
 
+def test_startup_parts_name_each_backends_compile():
+    # vLLM's log: its compile time; torch_compile: its first three steps; the pool: its first step (JIT)
+    vllm = {"status": "ok", "startup_s": 60.0, "model_load_s": 2.0, "compile_s": 20.0, "capture_s": 5.0}
+    peer = {"status": "ok", "startup_s": 94.0, "weight_init_s": 0.1, "compile_and_first_steps_s": 93.0}
+    pool = {"status": "ok", "startup_s": 22.0, "weight_init_s": 0.2, "first_step_s": 7.0, "capture_s_total": 14.6}
+    assert F.startup_parts(vllm) == {"weight load": 2.0, "compile / JIT": 20.0, "graph capture": 5.0, "rest": 33.0}
+    assert F.startup_parts(peer) == {"weight load": 0.1, "compile / JIT": 93.0, "rest": pytest.approx(0.9)}
+    assert F.startup_parts(pool) == {"weight load": 0.2, "compile / JIT": 7.0, "graph capture": 14.6,
+                                     "rest": pytest.approx(0.2)}  # fmt: skip
+    assert F.startup_parts({"status": "ok", "startup_s": 3.0}) == {"rest": 3.0}
+
+
 def test_startup_legend_covers_no_bar_or_total(drawn):
     fig = drawn[1]["fig3_startup"][0]
     with matplotlib.rc_context(F.STYLE):

@@ -76,7 +76,9 @@ BACKEND_MARKERS = {"graph_pool": "o", "vllm": "s", "torch_compile": "D"}
 GAP_COLOR = "#666666"
 STARTUP_PARTS = (  # (label, metrics in order of preference, colour)
     ("weight load", ("weight_init_s", "model_load_s"), OKABE_ITO["sky_blue"]),
-    ("compile", ("compile_s",), OKABE_ITO["orange"]),
+    # vLLM's torch.compile; torch_compile's first three steps (its compilation, and in cudagraph mode
+    # the graph recording); the graph pool's first step (Triton's JIT compilation of its kernels)
+    ("compile / JIT", ("compile_s", "compile_and_first_steps_s", "first_step_s"), OKABE_ITO["orange"]),
     ("graph capture", ("capture_s_total", "capture_s"), OKABE_ITO["blue"]),
 )
 REST_COLOR = "#BBBBBB"
