@@ -154,6 +154,10 @@ def test_startup_parts_name_each_backends_compile():
     assert F.startup_parts(pool) == {"weight load": 0.2, "compile / JIT": 7.0, "graph capture": 14.6,
                                      "rest": pytest.approx(0.2)}  # fmt: skip
     assert F.startup_parts({"status": "ok", "startup_s": 3.0}) == {"rest": 3.0}
+    # torch_compile's eager steps compile nothing; the pool's eager first step is still its JIT
+    eager_peer = dict(peer, mode="eager", startup_s=0.6, compile_and_first_steps_s=0.5)
+    assert F.startup_parts(eager_peer) == {"weight load": 0.1, "rest": pytest.approx(0.5)}
+    assert F.startup_parts(dict(pool, mode="eager"))["compile / JIT"] == 7.0
 
 
 def test_startup_legend_covers_no_bar_or_total(drawn):

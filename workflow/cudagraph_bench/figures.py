@@ -320,6 +320,8 @@ def startup_parts(row: dict) -> dict[str, float] | str:
     parts = {}
     for label, metrics, _ in STARTUP_PARTS:
         for m in metrics:
+            if m == "compile_and_first_steps_s" and row.get("mode") == "eager":
+                continue  # torch_compile's eager steps compile nothing: their first steps are rest
             v = value_or_gap(row, m)
             if not isinstance(v, str):
                 parts[label] = v
