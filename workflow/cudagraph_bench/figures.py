@@ -374,8 +374,8 @@ def fig3_startup(df: pd.DataFrame, lookup: Lookup) -> Figure:
 
 def _cumulative_source(sel: pd.DataFrame) -> str | None:
     """The cell whose running totals draw a series' line: the latency cell of the smallest batch,
-    else the startup cell. (A startup cell is the first to capture, so its warm-ups may include
-    one-off kernel compilation and tuning that later pools find cached.)"""
+    else the startup cell. (A startup cell starts with empty compile caches, so its warm-ups
+    include the kernels' JIT compilation, which latency cells find cached or compile before.)"""
     cum = sel[sel["series"] == "cumulative"]
     if cum.empty:
         return None
