@@ -363,6 +363,18 @@ def test_triton_kernels_on_the_cpu_interpreter(tmp_path):
     assert r.returncode == 0 and "INTERPRETER OK" in r.stdout, r.stderr[-4000:]
 
 
+def test_persistent_chain_benchmark_computes_the_chain_on_the_cpu_interpreter():
+    """benchmarks/persistent_chain.py's kernel against its float32 reference (one program, so its
+    barriers pass on the interpreter, which runs programs one after another)."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(WORKFLOW), *sys.path]))
+    r = subprocess.run([sys.executable, str(WORKFLOW.parent / "benchmarks/persistent_chain.py")], env=env,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    if r.returncode and "only 0-dimensional arrays can be converted" in r.stderr:
+        pytest.skip("this Triton's interpreter does not run with this NumPy (needs numpy < 2.3)")
+    assert r.returncode == 0 and "interpreter check passed" in r.stdout, (r.stdout + r.stderr)[-4000:]
+
+
 def test_the_m1_kernel_is_chosen_by_the_whole_steps_time():
     """Each matmul's M == 1 kernel is the one with the faster decode step, whatever it did alone."""
     from cudagraph_bench.backends.graph_pool import tuning

@@ -42,7 +42,7 @@ counter instead of the combine kernel, 4.36/4.66/4.51/5.37 ms (no launch saved i
 at the tail); every matmul asking for the head of the next one's weights into L2 after its own stream,
 slower at every size and more so the more it asks for (bs 16: 4.60/4.67/4.82 ms at 4/8/16 MB): those
 requests compete with the kernel's last loads, which the next kernel waits on. A persistent kernel
-(a script, not committed) that runs the 32 layers' four batch-1 matmuls (qkv, o, gate_up, down; no
+(benchmarks/persistent_chain.py) that runs the 32 layers' four batch-1 matmuls (qkv, o, gate_up, down; no
 attention) in one launch, 256 programs with a grid barrier between matmuls, took 3.76 ms against 3.88 for
 these kernels launched one per matmul (same weights, one H200; their HBM floor ~3.33 ms): the barriers
 still cost ~3.3 us each, so a megakernel would need the next weights streaming across each barrier to
