@@ -33,9 +33,8 @@ from ..cells import BACKEND_KINDS, BACKEND_MODES
 from ..errors import Unsupported
 from ..host import host_metrics, host_record, step_metrics, timed_until_stable
 from .graph_pool.measure import (
-    COLD_CACHES,
     back_to_back_ms,
-    cold_compile_caches,
+    cold_start,
     count_kernels,
     cpu_enqueue_ms,
     decode_positions,
@@ -249,12 +248,9 @@ def measure(kind: str, mode: str, batch_size: int | None, model: dict, workload:
             "the compiled peer is measured on CUDA only: on the CPU Inductor would build C++ kernels, "
             "a different peer from the one the study compares"
         )
-    if kind != "startup":
-        return _measure(kind, mode, batch_size, model, workload, settings, log)
-    with cold_compile_caches():
-        out = _measure(kind, mode, batch_size, model, workload, settings, log)
-    out["details"]["compile_cache"] = COLD_CACHES
-    return out
+    if kind == "startup":
+        return cold_start(_measure, kind, mode, batch_size, model, workload, settings, log)
+    return _measure(kind, mode, batch_size, model, workload, settings, log)
 
 
 def _measure(kind: str, mode: str, batch_size: int | None, model: dict, workload: dict, settings: dict,

@@ -159,10 +159,7 @@ def make_model(args: ModelArgs, device: torch.device, seed: int, backend: str = 
 
 
 def _measure_startup(mode: str, args: ModelArgs, s: dict, device: torch.device) -> dict:
-    with cold_compile_caches():
-        out = _startup(mode, args, s, device)
-    out["details"]["compile_cache"] = COLD_CACHES
-    return out
+    return cold_start(_startup, mode, args, s, device)
 
 
 def _startup(mode: str, args: ModelArgs, s: dict, device: torch.device) -> dict:
@@ -438,6 +435,15 @@ def cold_compile_caches():
     fresh = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache  # the older name
     with fresh():
         yield
+
+
+def cold_start(measure_cell, *args) -> dict:
+    """A startup cell's {'metrics', 'details'}: measure_cell(*args) run under cold_compile_caches(),
+    its details naming the caches (details.compile_cache)."""
+    with cold_compile_caches():
+        out = measure_cell(*args)
+    out["details"]["compile_cache"] = COLD_CACHES
+    return out
 
 
 def _decode_inputs(model: Transformer, batch: int, pos: int, device, seed: int):
